@@ -1,0 +1,47 @@
+# rawepoll -- everything starts from a fresh virtual environment in .venv.
+#   make demo   set up, then show the binding next to select.epoll on loopback
+#   make test   set up, then ruff, mypy (strict) and the whole test suite
+#   make bench  micro-benchmarks against select.epoll/poll/select (ratios)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench clean venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+venv: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed-bench
+	$(PY) -m rawepoll demo
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check rawepoll tests bench
+	$(VENV)/bin/ruff format --check rawepoll tests bench
+
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.installed-bench
+	$(PY) bench/micro.py
+	$(PY) bench/scaling.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

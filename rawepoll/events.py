@@ -1,0 +1,107 @@
+"""``EventArray``: Go's ``[]EpollEvent``, allocated once and reused.
+
+One contiguous block of ``struct epoll_event`` that ``epoll_wait`` fills in.
+Reading it back must not cost a ctypes object per entry (a ctypes attribute
+read is ~50 ns; the kernel fills an entry in less), so :meth:`EventArray.ready`
+reads the block through two ``memoryview`` casts of the same memory -- one as
+``int32`` (for ``Fd``), one as ``uint32`` (for ``Events``) -- sliced with the
+struct's stride, and zips them: the only Python objects made are the pairs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import struct
+from collections.abc import Iterator
+from typing import Final
+
+from rawepoll.unix import DATA_OFFSET, EVENT_SIZE, EpollEvent
+
+__all__ = ["MAX_EVENTS", "EventArray"]
+
+# The kernel refuses maxevents above INT_MAX / sizeof(struct epoll_event).
+MAX_EVENTS: Final = ((1 << 31) - 1) // EVENT_SIZE
+
+_WORDS: Final = EVENT_SIZE // 4  # stride in 32-bit words
+_FD_WORD: Final = DATA_OFFSET // 4  # the union's `int fd` is at its start
+_DATA: Final = struct.Struct("=Q")
+
+
+class EventArray:
+    """A reusable array of ``n`` :class:`~rawepoll.unix.EpollEvent` (Go's ``[]EpollEvent``).
+
+    Pass it to :func:`rawepoll.unix.EpollWait` or :meth:`rawepoll.Epoll.wait`;
+    the kernel is asked for at most ``len(array)`` entries.  Then read the
+    first ``n`` entries with :meth:`ready` (fast), :meth:`data` (the 64-bit
+    token), or by indexing (an ``EpollEvent`` view of the same memory).
+
+    Not safe to fill from two threads at once: give each waiting thread its own.
+    """
+
+    __slots__ = ("__weakref__", "_array", "_fds", "_length", "_masks")
+
+    # _fds / _masks: strided views, one item per entry, over the same memory.
+
+    def __init__(self, n: int) -> None:
+        """Allocate ``n`` zeroed entries, ``1 <= n <= MAX_EVENTS``.
+
+        Raises:
+            TypeError: ``n`` is not an integer.
+            ValueError: ``n`` is out of range.
+        """
+        n = operator.index(n)
+        if not 1 <= n <= MAX_EVENTS:
+            raise ValueError(f"EventArray size must be in 1..{MAX_EVENTS}, got {n}")
+        self._length = n
+        self._array = (EpollEvent * n)()
+        raw = memoryview(self._array).cast("B")
+        self._fds = raw.cast("i")[_FD_WORD::_WORDS]
+        self._masks = raw.cast("I")[0::_WORDS]
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> EpollEvent:
+        """Entry ``index`` as an :class:`EpollEvent` that shares this memory."""
+        result: EpollEvent = self._array[operator.index(index)]
+        return result
+
+    def __iter__(self) -> Iterator[EpollEvent]:
+        return iter(self._array)
+
+    def __repr__(self) -> str:
+        return f"EventArray({self._length})"
+
+    @property
+    def array(self) -> ctypes.Array[EpollEvent]:
+        """The underlying ctypes array (what ``epoll_wait`` writes into)."""
+        return self._array
+
+    def ready(self, n: int) -> Iterator[tuple[int, int]]:
+        """``(fd, events)`` for the first ``n`` entries, as ``epoll.poll`` returns them.
+
+        ``fd`` is the signed ``data.fd`` word, ``events`` the unsigned mask.
+
+        Raises:
+            ValueError: ``n`` outside ``0..len(self)``.
+        """
+        if type(n) is not int or not 0 <= n <= self._length:
+            n = self._count(n)
+        return zip(self._fds[:n], self._masks[:n], strict=False)
+
+    def data(self, index: int) -> int:
+        """The whole 64-bit ``data`` word of entry ``index`` (a u64 token)."""
+        index = operator.index(index)
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("EventArray index out of range")
+        value: int = _DATA.unpack_from(self._array, index * EVENT_SIZE + DATA_OFFSET)[0]
+        return value
+
+    def _count(self, n: object) -> int:
+        count = operator.index(n)  # type: ignore[arg-type]
+        if not 0 <= count <= self._length:
+            raise ValueError(f"n must be in 0..{self._length}, got {count}")
+        return count
