@@ -1,0 +1,54 @@
+"""The ``rawepoll`` command: version, help, and the demo end to end (small)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import rawepoll
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rawepoll", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"rawepoll {rawepoll.__version__}"
+
+
+def test_help_lists_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_unknown_command_is_an_error() -> None:
+    result = run("no-such-command")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_demo_help() -> None:
+    result = run("demo", "--help")
+    assert result.returncode == 0
+    assert "--conns" in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_demo_small_run_verifies_everything() -> None:
+    """The demo compares ready sets and echoes; a small run must say all is well."""
+    result = run("demo", "--conns", "200", "--rounds", "3", timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3/3 rounds identical" in result.stdout
+    assert "200/200 messages verified" in result.stdout
+    assert "demo: OK" in result.stdout
