@@ -25,7 +25,7 @@ import ctypes.util
 import os
 from typing import Any, Final
 
-__all__ = ["LIBC", "check_signals", "errno_error", "has"]
+__all__ = ["LIBC", "check_signals", "errno_error", "function", "has", "last_errno"]
 
 
 def _load() -> ctypes.CDLL:
@@ -83,6 +83,9 @@ def function(name: str, *, blocking: bool = True) -> Any:
     if name not in _FUNCTIONS:
         raise KeyError(name)
     return getattr(LIBC if blocking else _LIBC_HELD, name)
+
+
+last_errno = ctypes.get_errno  # errno as the last ctypes call on this thread left it
 
 
 def errno_error() -> OSError:

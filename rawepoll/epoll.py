@@ -43,7 +43,7 @@ import os
 import struct
 import time
 from types import TracebackType
-from typing import Any, Final, Protocol, SupportsIndex
+from typing import Any, Final, NoReturn, Protocol, SupportsIndex
 
 from rawepoll import _libc
 from rawepoll.events import MAX_EVENTS, EventArray
@@ -163,23 +163,32 @@ class Epoll:
 
     __slots__ = ("__weakref__", "_epfd", "_pool")
 
-    def __init__(self, sizehint: int = -1, flags: int = 0) -> None:
+    _epfd: int
+    _pool: list[EventArray]
+
+    # Created in __new__, as select.epoll is: calling __init__ again is a no-op
+    # (it must not swap in, and leak, a second descriptor).
+    def __new__(cls, sizehint: int = -1, flags: int = 0) -> Epoll:
         sizehint = _as_cint(sizehint)
         flags = _as_cint(flags)
-        self._epfd = -1
-        self._pool: list[EventArray] = []
         if sizehint != -1 and sizehint <= 0:
             raise ValueError("negative sizehint")
         if flags and flags != EPOLL_CLOEXEC:
             raise OSError("invalid flags")
-        self._epfd = self._create()
+        return cls._wrap(-1)
 
-    @staticmethod
-    def _create() -> int:
-        fd: int = _epoll_create1(EPOLL_CLOEXEC)
-        if fd < 0:
-            raise _libc.errno_error()
-        return fd
+    @classmethod
+    def _wrap(cls, fd: int) -> Epoll:
+        """A new object owning ``fd``, or a new epoll descriptor for -1."""
+        self = object.__new__(cls)
+        self._pool = []
+        self._epfd = -1
+        if fd == -1:
+            fd = _epoll_create1(EPOLL_CLOEXEC)
+            if fd < 0:
+                raise _libc.errno_error()
+        self._epfd = fd
+        return self
 
     @classmethod
     def fromfd(cls, fd: SupportsIndex, /) -> Epoll:
@@ -188,10 +197,9 @@ class Epoll:
         As in the stdlib, ``fromfd(-1)`` creates a new epoll object.
         """
         fd = _as_cint(fd)
-        self = cls.__new__(cls)
-        self._pool = []
-        self._epfd = cls._create() if fd == -1 else fd
-        return self
+        if fd < -1:  # the stdlib reports the "failed" create as OSError
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return cls._wrap(fd)
 
     # -- lifetime -------------------------------------------------------
 
@@ -222,15 +230,19 @@ class Epoll:
 
     def __exit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
     ) -> None:
         self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_epfd", -1) >= 0:
             self.close()
+
+    def __reduce__(self) -> NoReturn:
+        # A copy would own the same descriptor and close it twice.
+        raise TypeError(f"cannot pickle {type(self).__qualname__!r} object")
 
     def __repr__(self) -> str:
         state = "closed" if self._epfd < 0 else f"fd={self._epfd}"
@@ -308,19 +320,16 @@ class Epoll:
             if n >= 0:
                 return n
         while True:
-            error = _libc.errno_error()
-            if not isinstance(error, InterruptedError):
-                raise error
+            if _libc.last_errno() != errno.EINTR:
+                raise _libc.errno_error()  # unbound: no frame <-> exception cycle
             _libc.check_signals()  # a handler's exception ends the wait here
             if deadline >= 0:
                 left = deadline - _monotonic_ns()
                 if left < 0:
                     return 0
                 ms = -(-left // 1_000_000)
-            epfd = self._epfd
-            if epfd < 0:
-                raise _closed()  # a signal handler closed us
-            n = _epoll_wait(epfd, array, maxevents, ms)
+            # A handler that closed us leaves -1 here: EBADF, as in the stdlib.
+            n = _epoll_wait(self._epfd, array, maxevents, ms)
             if n >= 0:
                 return n
 
@@ -368,22 +377,22 @@ class Epoll:
             OverflowError: a timeout beyond ``INT_MAX`` milliseconds.
             TypeError: a timeout that is not a number.
         """
+        if type(maxevents) is not int or maxevents != -1:
+            # Checked first, as the stdlib's argument parsing does: its
+            # TypeError/OverflowError win over "closed" and timeout errors.
+            maxevents = _as_cint(maxevents)
         if self._epfd < 0:
             raise _closed()
         if timeout is None:
             ms = ns = -1
         else:
             ms, ns = _timeout_ms(timeout)
-        if maxevents == -1 and type(maxevents) is int:
+        if maxevents == -1:
             maxevents = FD_SETSIZE - 1
-        else:
-            maxevents = _as_cint(maxevents)
-            if maxevents == -1:
-                maxevents = FD_SETSIZE - 1
-            elif maxevents < 1:
-                raise ValueError(f"maxevents must be greater than 0, got {maxevents}")
-            if maxevents > MAX_EVENTS:
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))  # as the kernel would
+        elif maxevents < 1:
+            raise ValueError(f"maxevents must be greater than 0, got {maxevents}")
+        elif maxevents > MAX_EVENTS:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))  # as the kernel would
         pool = self._pool
         try:
             events = pool.pop()  # atomic: concurrent polls never share a buffer
