@@ -35,7 +35,9 @@ so no call can make the kernel write past Python memory.
 from __future__ import annotations
 
 import ctypes
+import errno
 import operator
+import os
 import platform
 import resource
 from collections.abc import Iterable
@@ -109,7 +111,12 @@ EPOLL_CTL_DEL: Final = 2
 EPOLL_CTL_MOD: Final = 3
 
 _MACHINE: Final = platform.machine().lower()
-EPOLL_CLOEXEC: Final = 0x400000 if _MACHINE.startswith("sparc") else 0x80000
+# EPOLL_CLOEXEC is O_CLOEXEC, which three architecture families number differently.
+_CLOEXEC_BY_FAMILY: Final = {"sparc": 0x400000, "alpha": 0x200000, "parisc": 0x200000}
+EPOLL_CLOEXEC: Final = next(
+    (value for family, value in _CLOEXEC_BY_FAMILY.items() if _MACHINE.startswith(family)),
+    0x80000,
+)
 
 RLIMIT_NOFILE: Final = resource.RLIMIT_NOFILE
 RLIM_INFINITY: Final = (1 << 64) - 1  # Go: ^uint64(0)
@@ -173,6 +180,7 @@ class EpollEvent(ctypes.Structure):
 
     if _PACK:
         _pack_ = _PACK
+        _layout_ = "ms"  # Python 3.14 asks _pack_ users to name the layout; same bytes here
     _anonymous_ = ("_data",)
     _fields_ = _event_fields
 
@@ -292,11 +300,16 @@ def _sigset(sigmask: Iterable[int] | None) -> Any:
 
 
 def _result(n: int) -> int:
+    """``n``, or the errno of the failed call as an exception (EINTR included).
+
+    The exception is never bound to a local name: error -> traceback -> frame
+    -> error would be a cycle that keeps the caller's buffer alive until the
+    next garbage collection.
+    """
     if n < 0:
-        error = _libc.errno_error()
-        if isinstance(error, InterruptedError):
-            _libc.check_signals()
-        raise error
+        if _libc.last_errno() == errno.EINTR:
+            _libc.check_signals()  # a handler's own exception wins
+        raise _libc.errno_error()
     return n
 
 
@@ -311,7 +324,7 @@ def EpollCreate(size: int) -> int:
         OSError: EINVAL for ``size <= 0``; EMFILE/ENFILE/ENOMEM from the kernel.
     """
     if _cint(size, "size") <= 0:
-        raise OSError(22, "Invalid argument")
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
     return EpollCreate1(0)
 
 
@@ -423,7 +436,7 @@ def EpollPwait2(
         spec = ctypes.byref(timeout)
     elif isinstance(timeout, int):
         if timeout < 0:
-            raise OSError(22, "Invalid argument")
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         holder = NsecToTimespec(timeout)
         if holder.Sec * 1_000_000_000 + holder.Nsec != timeout:
             raise OverflowError(f"timeout {timeout} ns does not fit in a timespec")
@@ -435,7 +448,7 @@ def EpollPwait2(
         )
     mask = _sigset(sigmask)
     if _epoll_pwait2 is None:
-        raise OSError(38, "epoll_pwait2 is not provided by this C library")
+        raise OSError(errno.ENOSYS, "epoll_pwait2 is not provided by this C library")
     n: int = _epoll_pwait2(epfd, array, length, spec, mask)
     return _result(n)
 
@@ -465,4 +478,5 @@ def Setrlimit(resource_: int, rlim: Rlimit) -> None:
     def _py(value: int) -> int:
         return resource.RLIM_INFINITY if value == RLIM_INFINITY else value
 
-    resource.setrlimit(_cint(resource_, "resource"), (_py(rlim.Cur), _py(rlim.Max)))
+    # prlimit, not setrlimit: the stdlib's setrlimit reports EPERM as ValueError.
+    resource.prlimit(0, _cint(resource_, "resource"), (_py(rlim.Cur), _py(rlim.Max)))
