@@ -11,9 +11,10 @@ enough for asyncio: ``asyncio.SelectorEventLoop(rawepoll.EpollSelector())``.
 The bookkeeping (the fd -> ``SelectorKey`` map, file-object lookup, the
 read-only mapping view) is inherited from the stdlib's own poll-like selector
 base, so it cannot drift from the original; only the kernel side is ours:
-:class:`rawepoll.Epoll` for the interest list and one reusable
-:class:`rawepoll.EventArray` for the waits, grown (doubling) as more fds are
-registered, so ``select()`` allocates only the list it returns.
+:class:`rawepoll.Epoll` for the interest list and a reusable
+:class:`rawepoll.EventArray` for the waits (one per thread selecting at once,
+as ``select.epoll`` gives each poll its own buffer), grown (doubling) as more
+fds are registered, so ``select()`` allocates only the list it returns.
 
 EINTR policy: as the stdlib, ``select()`` returns an empty list if the wait is
 interrupted and not retried by :class:`rawepoll.Epoll` (PEP 475 retries it).
@@ -61,7 +62,9 @@ class EpollSelector(selectors._PollLikeSelector):  # the stdlib's poll/epoll bas
 
     def __init__(self) -> None:
         super().__init__()
-        self._events = EventArray(_FIRST_CAPACITY)
+        # Buffers not in use: each select() pops one (atomic), so threads
+        # selecting at once never read each other's kernel output.
+        self._spare = [EventArray(_FIRST_CAPACITY)]
 
     def fileno(self) -> int:
         """The epoll descriptor (asyncio does not need it; users sometimes do)."""
@@ -83,9 +86,13 @@ class EpollSelector(selectors._PollLikeSelector):  # the stdlib's poll/epoll bas
             # epoll_wait has millisecond resolution: round up, wait at least timeout.
             timeout = math.ceil(timeout * 1e3) * 1e-3
         fd_to_key = self._fd_to_key
-        events = self._events
+        spare = self._spare
+        try:
+            events = spare.pop()
+        except IndexError:
+            events = EventArray(_FIRST_CAPACITY)
         if len(events) < len(fd_to_key):
-            events = self._events = EventArray(_grown(len(events), len(fd_to_key)))
+            events = EventArray(_grown(len(events), len(fd_to_key)))
         ready: list[tuple[selectors.SelectorKey, int]] = []
         try:
             n = self._selector.wait(events, timeout)
@@ -96,6 +103,7 @@ class EpollSelector(selectors._PollLikeSelector):  # the stdlib's poll/epoll bas
             if key:
                 got = (_WRITE if mask & _NOT_IN else 0) | (_READ if mask & _NOT_OUT else 0)
                 ready.append((key, got & key.events))
+        spare.append(events)
         return ready
 
     def close(self) -> None:
