@@ -26,6 +26,7 @@ MAX_EVENTS: Final = ((1 << 31) - 1) // EVENT_SIZE
 _WORDS: Final = EVENT_SIZE // 4  # stride in 32-bit words
 _FD_WORD: Final = DATA_OFFSET // 4  # the union's `int fd` is at its start
 _DATA: Final = struct.Struct("=Q")
+_CACHED_VIEWS: Final = 128  # ready(n) keeps its slices for n up to this
 
 
 class EventArray:
@@ -39,9 +40,11 @@ class EventArray:
     Not safe to fill from two threads at once: give each waiting thread its own.
     """
 
-    __slots__ = ("__weakref__", "_array", "_fds", "_length", "_masks")
+    __slots__ = ("__weakref__", "_array", "_fds", "_length", "_masks", "_views")
 
     # _fds / _masks: strided views, one item per entry, over the same memory.
+    # _views[n]: (_fds[:n], _masks[:n]), made on first use for small n -- two
+    # memoryview slices cost more than a wait with one ready fd.
 
     def __init__(self, n: int) -> None:
         """Allocate ``n`` zeroed entries, ``1 <= n <= MAX_EVENTS``.
@@ -58,6 +61,9 @@ class EventArray:
         raw = memoryview(self._array).cast("B")
         self._fds = raw.cast("i")[_FD_WORD::_WORDS]
         self._masks = raw.cast("I")[0::_WORDS]
+        self._views: list[tuple[memoryview, memoryview] | None] = [None] * (
+            min(n, _CACHED_VIEWS) + 1
+        )
 
     def __len__(self) -> int:
         return self._length
@@ -82,13 +88,19 @@ class EventArray:
         """``(fd, events)`` for the first ``n`` entries, as ``epoll.poll`` returns them.
 
         ``fd`` is the signed ``data.fd`` word, ``events`` the unsigned mask.
+        The iterator reads the array lazily: consume it before the next wait
+        into the same array (``list(arr.ready(n))`` keeps a copy).
 
         Raises:
             ValueError: ``n`` outside ``0..len(self)``.
         """
-        if type(n) is not int or not 0 <= n <= self._length:
-            n = self._count(n)
-        return zip(self._fds[:n], self._masks[:n], strict=False)
+        if type(n) is int and 0 <= n < len(self._views):
+            views = self._views[n]
+            if views is None:
+                views = self._views[n] = (self._fds[:n], self._masks[:n])
+            return zip(*views)  # noqa: B905 -- equal lengths; strict= costs 130 ns on 3.11
+        n = self._count(n)
+        return zip(self._fds[:n], self._masks[:n])  # noqa: B905
 
     def data(self, index: int) -> int:
         """The whole 64-bit ``data`` word of entry ``index`` (a u64 token)."""
