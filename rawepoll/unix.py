@@ -248,8 +248,9 @@ _NSIG: Final = 65
 # The calls.
 
 _epoll_create1 = _libc.function("epoll_create1")
-_epoll_ctl = _libc.function("epoll_ctl")
+_epoll_ctl = _libc.function("epoll_ctl", blocking=False)  # never sleeps: keep the GIL
 _epoll_wait = _libc.function("epoll_wait")
+_epoll_poll = _libc.function("epoll_wait", blocking=False)  # msec == 0 only
 _epoll_pwait = _libc.function("epoll_pwait")
 _epoll_pwait2 = _libc.function("epoll_pwait2") if _libc.has("epoll_pwait2") else None
 
@@ -388,8 +389,15 @@ def EpollWait(epfd: int, events: _EventBuffer, msec: int) -> int:
         OSError: EBADF, EINVAL (not an epoll fd, or an empty buffer), ...
     """
     array, length = _buffer(events)
-    n: int = _epoll_wait(_cint(epfd, "epfd"), array, length, _cint(msec, "msec"))
-    return _result(n)
+    # Checks inlined for plain ints: this is a server loop's hottest call.
+    if type(epfd) is not int or not _INT_MIN <= epfd <= _INT_MAX:
+        epfd = _cint(epfd, "epfd")
+    if type(msec) is not int or not _INT_MIN <= msec <= _INT_MAX:
+        msec = _cint(msec, "msec")
+    n: int = (_epoll_poll if msec == 0 else _epoll_wait)(epfd, array, length, msec)
+    if n < 0:
+        _result(n)
+    return n
 
 
 def EpollPwait(epfd: int, events: _EventBuffer, msec: int, sigmask: Iterable[int] | None) -> int:
