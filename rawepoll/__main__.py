@@ -7,6 +7,7 @@ import sys
 
 from rawepoll import _demo
 from rawepoll._version import __version__
+from rawepoll.server import cli as server_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _demo.add_arguments(demo)
     demo.set_defaults(run=_demo.run)
+    serve = commands.add_parser(
+        "serve",
+        help="run the echo server (level- or edge-triggered, workers, graceful shutdown)",
+        description=server_cli.DESCRIPTION,
+    )
+    server_cli.add_arguments(serve)
+    serve.set_defaults(run=server_cli.run)
     return parser
 
 

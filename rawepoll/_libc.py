@@ -54,6 +54,11 @@ _FUNCTIONS: Final = {
         "int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, "
         "int timeout, const sigset_t *sigmask)"
     ),
+    # For the server, which works on bare descriptors (rawepoll.server._sys).
+    "accept4": "int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags)",
+    "setsockopt": (
+        "int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)"
+    ),
     # glibc >= 2.35 and Linux >= 5.11; absent elsewhere (see has()).
     "epoll_pwait2": (
         "int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents, "

@@ -1,0 +1,184 @@
+"""``rawepoll serve``: the command line of the echo server."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rawepoll.server import ServerConfig, serve
+from rawepoll.server.handler import Handler
+
+DESCRIPTION = (
+    "Serve TCP (IPv4/IPv6) or Unix-socket connections with an echo handler (or your own), "
+    "on rawepoll's epoll binding: level- or edge-triggered loops, buffered writes with "
+    "backpressure, forked workers sharing one listener, graceful shutdown on SIGTERM/SIGINT. "
+    "Prints one line when listening and a summary when it exits."
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _handler(text: str) -> type[Handler]:
+    module_name, _, attribute = text.partition(":")
+    if not module_name or not attribute:
+        raise argparse.ArgumentTypeError(f"expected MODULE:CLASS, got {text!r}")
+    try:
+        handler: type[Handler] = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise argparse.ArgumentTypeError(f"cannot load {text}: {error}") from None
+    return handler
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``rawepoll serve`` options."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; "
+        "never all interfaces unless you ask, e.g. 0.0.0.0 or ::)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        help="TCP port (default 8080; 0 picks a free one, shown when listening)",
+    )
+    parser.add_argument(
+        "--unix",
+        metavar="PATH",
+        help="listen on a Unix stream socket at PATH instead of TCP "
+        "(a stale socket file is replaced; removed on exit)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("lt", "et"),
+        default="lt",
+        help="level-triggered (one read per event) or edge-triggered "
+        "(drain each event, with a per-turn read budget); default lt",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="worker processes (default 1: in-process, no supervisor); N > 1 forks "
+        "N workers sharing one listener with EPOLLEXCLUSIVE and restarts any that "
+        "dies; auto = one per core, more if RLIMIT_NOFILE caps a process below "
+        "--max-conns",
+    )
+    parser.add_argument(
+        "--max-conns",
+        type=_positive_int,
+        metavar="N",
+        help="connections per worker (default: as many as RLIMIT_NOFILE allows); "
+        "a single worker closes connections beyond it at once (counted as refused), "
+        "a full worker among several stops accepting so others take them",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="close connections without traffic for this long (default 0: never)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, serve open connections this long at most before "
+        "closing them (default 10)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="listen() backlog (default 4096; the kernel caps it at somaxconn)",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="print a status line every SECONDS (default 0: only at exit)",
+    )
+    parser.add_argument(
+        "--handler",
+        type=_handler,
+        default=None,
+        metavar="MODULE:CLASS",
+        help="handler class (default rawepoll.server.handler:EchoHandler)",
+    )
+    parser.add_argument(
+        "--high-water",
+        type=_positive_int,
+        default=262144,
+        metavar="BYTES",
+        help="pause reading a connection while its pending output exceeds this (default 262144)",
+    )
+    parser.add_argument(
+        "--low-water",
+        type=_positive_int,
+        default=65536,
+        metavar="BYTES",
+        help="resume reading once pending output falls below this (default 65536)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print neither the listening line nor the exit summary"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the configuration from ``args`` and serve."""
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        unix=args.unix,
+        mode=args.mode,
+        workers=args.workers,
+        max_conns=args.max_conns,
+        idle_timeout=args.idle_timeout,
+        drain_timeout=args.drain_timeout,
+        backlog=args.backlog,
+        stats_interval=args.stats_interval,
+        high_water=args.high_water,
+        low_water=args.low_water,
+        quiet=args.quiet,
+    )
+    if args.handler is not None:
+        config.handler = args.handler
+    try:
+        config.check()
+    except ValueError as error:
+        print(f"rawepoll serve: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return serve(config)
+    except OSError as error:
+        print(f"rawepoll serve: error: {error}", file=sys.stderr)
+        return 1

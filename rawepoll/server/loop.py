@@ -1,0 +1,550 @@
+"""The worker's event loops: level-triggered and edge-triggered echo service.
+
+What one worker promises:
+
+* **Nothing per idle connection.**  The fd is the key (the kernel hands it back
+  in the event's data word); per-fd state is one byte in a ``bytearray``
+  indexed by fd, allocated once for the whole descriptor range.  A connection
+  gets a Python object only while it has output pending (a ``bytearray`` in
+  ``pending``) or a stateful handler (in ``handlers``).
+* **Reads into one reusable buffer.**  ``os.readv`` fills a 64 KiB
+  ``bytearray``; the handler sees a ``memoryview`` of it.
+* **Writes lose nothing.**  What ``write`` did not take goes into the
+  connection's ``pending`` buffer; ``EPOLLOUT`` is armed only while one
+  exists.  Above ``high_water`` pending bytes, reading from that connection
+  pauses (backpressure against a peer that sends but does not read) and
+  resumes below ``low_water``.  Pending output is hard-capped; a handler that
+  outgrows the cap gets its connection closed (counted as ``overflow``).
+* **Errors close one connection, never the loop**: ECONNRESET, EPIPE (Python
+  ignores SIGPIPE), EBADF races.  EINTR is retried by ``os.readv``/``os.write``
+  (PEP 475) and by :meth:`rawepoll.Epoll.wait`.
+* **EMFILE/ENFILE at accept** stops accepting for a back-off, with one log
+  line per interval at most; the listener is re-armed afterwards.
+
+Level-triggered (:meth:`Worker.run_lt`): each event gets one read; the kernel
+reports the connection again while data remains, so no connection starves
+another.  Edge-triggered (:meth:`Worker.run_et`): each event is drained --
+until ``EAGAIN`` or a *short read*, which proves the receive queue held no
+more data at that moment (``tcp_recvmsg`` and ``unix_stream_read_generic``
+only return less than asked when the queue runs dry), so any later arrival
+raises a new edge.  A short read does not prove there is no *end of stream*
+queued behind the data, though: connections are registered with
+``EPOLLRDHUP``, and once an event carries it the connection is read until
+``EAGAIN`` or EOF, never stopped by a short read.  A per-turn budget of reads
+stops one busy connection from starving the others: a connection that used
+its budget is queued and continued next turn.
+Accept is drained until ``EAGAIN`` in ET mode.
+
+The two loops share every helper; only the turn structure differs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Final
+
+from rawepoll.epoll import Epoll
+from rawepoll.events import EventArray
+from rawepoll.server import _sys
+from rawepoll.server.handler import Handler, Output
+from rawepoll.server.stats import SharedStats, Stats, format_line
+from rawepoll.server.timers import IdleWheel
+from rawepoll.unix import (
+    EPOLLERR,
+    EPOLLET,
+    EPOLLEXCLUSIVE,
+    EPOLLHUP,
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
+)
+
+__all__ = ["Worker", "WorkerConfig"]
+
+READ_SIZE: Final = 65536
+ET_READ_BUDGET: Final = 16  # reads per connection per turn in ET mode (1 MiB)
+ACCEPT_BURST: Final = 64  # accepts per listener event in LT mode
+EMFILE_BACKOFF: Final = 0.25  # seconds without accepting after EMFILE/ENFILE
+PUBLISH_INTERVAL: Final = 0.1  # seconds between copies of the counters to shared memory
+LOG_INTERVAL: Final = 5.0  # at most one "out of descriptors" line per interval
+
+# Per-fd state bits (one byte per descriptor).
+OPEN: Final = 1
+PAUSED: Final = 2  # reading paused: pending output above high water
+WRITING: Final = 4  # EPOLLOUT armed
+EOF: Final = 8  # the peer shut down writing: close once output is flushed
+QUEUED: Final = 16  # ET: budget used up, continue next turn
+PEER_DONE: Final = 32  # ET: EPOLLRDHUP seen, read to EOF (a short read proves nothing)
+
+_ERR_HUP: Final = EPOLLERR | EPOLLHUP
+_PEER_GONE: Final = EPOLLRDHUP | EPOLLERR | EPOLLHUP
+_FATAL_ACCEPT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class WorkerConfig:
+    """What a worker needs to know; built by :mod:`rawepoll.server.serve`."""
+
+    __slots__ = (
+        "drain_timeout",
+        "exclusive",
+        "handler",
+        "high_water",
+        "idle_timeout",
+        "is_tcp",
+        "low_water",
+        "max_conns",
+        "refuse_when_full",
+        "stats_interval",
+    )
+
+    def __init__(
+        self,
+        *,
+        handler: type[Handler],
+        max_conns: int,
+        high_water: int,
+        low_water: int,
+        idle_timeout: float,
+        drain_timeout: float,
+        stats_interval: float,
+        is_tcp: bool,
+        exclusive: bool,
+        refuse_when_full: bool,
+    ) -> None:
+        self.handler = handler
+        self.max_conns = max_conns
+        self.high_water = high_water
+        self.low_water = low_water
+        self.idle_timeout = idle_timeout
+        self.drain_timeout = drain_timeout
+        self.stats_interval = stats_interval
+        self.is_tcp = is_tcp
+        self.exclusive = exclusive
+        self.refuse_when_full = refuse_when_full
+
+
+class Worker:
+    """One process's share of the connections, on one :class:`rawepoll.Epoll`."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        config: WorkerConfig,
+        *,
+        shared: SharedStats | None = None,
+        slot: int = 0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.listener: socket.socket | None = listener
+        self.listen_fd = listener.fileno()
+        self.stats = Stats()
+        self.shared = shared
+        self.slot = slot
+        self.log = log or _log_stderr
+        fd_limit = max(os.sysconf("SC_OPEN_MAX"), 1024)
+        self.flags = bytearray(fd_limit)
+        self.pending: dict[int, bytearray] = {}
+        self.handlers: dict[int, Handler] = {}
+        self.shared_handler: Handler | None = config.handler() if config.handler.shared else None
+        self.buffer = bytearray(READ_SIZE)
+        self.view = memoryview(self.buffer)
+        self.hard_cap = 4 * config.high_water + 4 * READ_SIZE
+        self.ep = Epoll()
+        self.events = EventArray(1024)
+        self.again: list[int] = []  # ET: connections to continue next turn
+        self.mode_bits = 0  # EPOLLET in ET mode, for the listener and connections
+        self.conn_bits = 0  # what every connection is registered with beside IN/OUT
+        now = time.monotonic()
+        self.idle = IdleWheel(config.idle_timeout, fd_limit, now) if config.idle_timeout else None
+        self.accepting = False
+        self.accept_resume_at = 0.0
+        self.last_emfile_log = -LOG_INTERVAL
+        self.next_stats = now + config.stats_interval if config.stats_interval else float("inf")
+        self.next_publish = now
+        self.stopping = False
+        self.drain_deadline = float("inf")
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ep.register(self.wake_r, EPOLLIN)
+
+    # -- set-up and signals ----------------------------------------------
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT start a graceful shutdown; the wake pipe interrupts the wait."""
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _start_accepting(self) -> None:
+        if self.listener is None or self.accepting:
+            return
+        mask = EPOLLIN | self.mode_bits
+        if self.config.exclusive:
+            mask |= EPOLLEXCLUSIVE  # one worker woken per connection, not all
+        self.ep.register(self.listen_fd, mask)
+        self.accepting = True
+
+    def _stop_accepting(self) -> None:
+        if self.accepting:
+            self.ep.unregister(self.listen_fd)  # EXCLUSIVE entries cannot be MODified
+            self.accepting = False
+
+    # -- connections -----------------------------------------------------
+
+    def _accept(self, drain: bool) -> None:
+        """Take new connections: ``ACCEPT_BURST`` of them (LT) or until EAGAIN (ET)."""
+        config = self.config
+        stats = self.stats
+        flags = self.flags
+        mask = self.conn_bits | EPOLLIN
+        idle = self.idle
+        for _ in range(1 << 30 if drain else ACCEPT_BURST):
+            fd = _sys.accept4(self.listen_fd)
+            if fd < 0:
+                if -fd in _FATAL_ACCEPT:
+                    self._out_of_descriptors(-fd)
+                return  # EAGAIN, or a connection that died in the queue
+            if stats.open >= config.max_conns:
+                os.close(fd)
+                stats.refused += 1
+                if not config.refuse_when_full:
+                    self._stop_accepting()  # let workers with room take them
+                    return
+                continue
+            if config.is_tcp:
+                _sys.set_nodelay(fd)
+            self.ep.register(fd, mask)
+            flags[fd] = OPEN
+            stats.open += 1
+            stats.accepted += 1
+            if idle is not None:
+                idle.touch(fd)
+
+    def _out_of_descriptors(self, code: int) -> None:
+        self.stats.emfile += 1
+        self._stop_accepting()
+        now = time.monotonic()
+        self.accept_resume_at = now + EMFILE_BACKOFF
+        if now - self.last_emfile_log >= LOG_INTERVAL:
+            self.last_emfile_log = now
+            self.log(
+                f"worker {self.slot}: accept: {os.strerror(code)}; "
+                f"pausing accept for {EMFILE_BACKOFF} s ({self.stats.open} open)"
+            )
+
+    def close(self, fd: int) -> None:
+        """Close connection ``fd`` (the kernel drops its epoll entry with it)."""
+        if not self.flags[fd] & OPEN:
+            return
+        self.flags[fd] = 0
+        self.pending.pop(fd, None)
+        self.handlers.pop(fd, None)
+        if self.idle is not None:
+            self.idle.forget(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        stats = self.stats
+        stats.open -= 1
+        stats.closed += 1
+        if (
+            not self.accepting
+            and not self.stopping
+            and stats.open < self.config.max_conns
+            and time.monotonic() >= self.accept_resume_at
+        ):
+            self._start_accepting()
+
+    def handler_for(self, fd: int) -> Handler:
+        handler = self.shared_handler
+        if handler is None:
+            handler = self.handlers.get(fd)
+            if handler is None:
+                handler = self.handlers[fd] = self.config.handler()
+        return handler
+
+    def send(self, fd: int, data: Output) -> None:
+        """Write ``data`` now, keeping what the kernel did not take."""
+        if not data:
+            return
+        pending = self.pending.get(fd)
+        if pending is not None:  # earlier output waits: keep the order
+            pending += data
+            self._check_water(fd, pending)
+            return
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(fd)
+            return
+        self.stats.bytes_out += sent
+        if sent < len(data):
+            pending = self.pending[fd] = bytearray(data[sent:])
+            self._arm_write(fd)
+            self._check_water(fd, pending)
+
+    def _check_water(self, fd: int, pending: bytearray) -> None:
+        size = len(pending)
+        if size > self.config.high_water and not self.flags[fd] & PAUSED:
+            self.flags[fd] |= PAUSED
+            self._set_mask(fd)
+        if size > self.hard_cap:
+            self.stats.overflow += 1
+            self.close(fd)
+
+    def _arm_write(self, fd: int) -> None:
+        self.flags[fd] |= WRITING
+        self._set_mask(fd)
+
+    def _set_mask(self, fd: int) -> None:
+        """Register what ``fd`` should be watched for, from its state bits."""
+        state = self.flags[fd]
+        mask = self.conn_bits
+        if state & WRITING:
+            mask |= EPOLLOUT
+        if not state & (PAUSED | EOF) or self.mode_bits:
+            mask |= EPOLLIN  # ET keeps IN: edges are cheap and we re-read on resume
+        self.ep.modify(fd, mask)
+
+    def flush(self, fd: int) -> None:
+        """``EPOLLOUT``: write pending output; re-arm reading when it falls low."""
+        pending = self.pending.get(fd)
+        if pending is None:
+            if self.flags[fd] & WRITING:
+                self.flags[fd] &= ~WRITING
+                self._set_mask(fd)
+            return
+        try:
+            sent = os.write(fd, pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close(fd)
+            return
+        self.stats.bytes_out += sent
+        del pending[:sent]
+        state = self.flags[fd]
+        if not pending:
+            del self.pending[fd]
+            if state & EOF:
+                self.close(fd)
+                return
+            self.flags[fd] = state & ~(WRITING | PAUSED)
+            self._set_mask(fd)
+            if state & PAUSED:
+                self.resume(fd)
+        elif state & PAUSED and len(pending) < self.config.low_water:
+            self.flags[fd] = state & ~PAUSED
+            self._set_mask(fd)
+            self.resume(fd)
+
+    def resume(self, fd: int) -> None:
+        """Reading may go on.  LT: the kernel will report it.  ET: no new edge may come."""
+        if self.mode_bits and not self.flags[fd] & QUEUED:
+            self.flags[fd] |= QUEUED
+            self.again.append(fd)
+
+    def eof(self, fd: int) -> None:
+        """The peer shut down writing: send the handler's last words, then close."""
+        self.send(fd, self.handler_for(fd).eof_received())
+        if not self.flags[fd] & OPEN:
+            return
+        if fd in self.pending:
+            self.flags[fd] |= EOF
+            self._set_mask(fd)
+        else:
+            self.close(fd)
+
+    def read_once(self, fd: int) -> int:
+        """One read and its answer: bytes read, 0 for EOF/closed, -1 for EAGAIN."""
+        try:
+            n = os.readv(fd, (self.buffer,))
+        except BlockingIOError:
+            return -1
+        except OSError:
+            self.close(fd)
+            return 0
+        if n == 0:
+            self.eof(fd)
+            return 0
+        self.stats.bytes_in += n
+        if self.idle is not None:
+            self.idle.touch(fd)
+        self.send(fd, self.handler_for(fd).data_received(self.view[:n]))
+        return n
+
+    # -- the loops --------------------------------------------------------
+
+    def run_lt(self) -> int:
+        """Level-triggered: one read per ready connection per turn."""
+        self.mode_bits = self.conn_bits = 0
+        return self._run(self._turn_lt)
+
+    def run_et(self) -> int:
+        """Edge-triggered: drain each ready connection, within a per-turn budget."""
+        self.mode_bits = EPOLLET
+        self.conn_bits = EPOLLET | EPOLLRDHUP
+        return self._run(self._turn_et)
+
+    def _run(self, turn: Callable[[float | None], None]) -> int:
+        self._start_accepting()
+        while True:
+            turn(self._timeout())
+            if not self._housekeeping():
+                return 0
+
+    def _turn_lt(self, timeout: float | None) -> None:
+        events = self.events
+        n = self.ep.wait(events, timeout)
+        stats = self.stats
+        stats.loops += 1
+        stats.events += n
+        flags = self.flags
+        listen_fd = self.listen_fd
+        wake_r = self.wake_r
+        for fd, mask in events.ready(n):
+            if fd == listen_fd:
+                self._accept(drain=False)
+            elif fd == wake_r:
+                self._drain_wake()
+            else:
+                if mask & EPOLLOUT:
+                    self.flush(fd)
+                state = flags[fd]
+                if not mask & ~EPOLLOUT or not state & OPEN:
+                    continue
+                if not state & (PAUSED | EOF):
+                    self.read_once(fd)
+                elif mask & _ERR_HUP:
+                    self.close(fd)  # not reading, and LT would report this forever
+
+    def _turn_et(self, timeout: float | None) -> None:
+        events = self.events
+        again, self.again = self.again, []
+        n = self.ep.wait(events, 0 if again else timeout)
+        stats = self.stats
+        stats.loops += 1
+        stats.events += n
+        flags = self.flags
+        listen_fd = self.listen_fd
+        wake_r = self.wake_r
+        for fd in again:
+            flags[fd] &= ~QUEUED
+            if flags[fd] & OPEN:
+                self._drain(fd)
+        for fd, mask in events.ready(n):
+            if fd == listen_fd:
+                self._accept(drain=True)
+            elif fd == wake_r:
+                self._drain_wake()
+            else:
+                if mask & EPOLLOUT:
+                    self.flush(fd)
+                if mask & ~EPOLLOUT and flags[fd] & OPEN:
+                    if mask & _PEER_GONE:
+                        flags[fd] |= PEER_DONE
+                    self._drain(fd)
+
+    def _drain(self, fd: int) -> None:
+        """ET: read until EAGAIN or a short read, at most ``ET_READ_BUDGET`` times."""
+        flags = self.flags
+        for _ in range(ET_READ_BUDGET):
+            if flags[fd] & (PAUSED | EOF) or not flags[fd] & OPEN:
+                return  # resume() queues it again when output drains
+            n = self.read_once(fd)
+            if n < 0 or (n < READ_SIZE and not flags[fd] & PEER_DONE):
+                return  # EAGAIN, or a short read: a new arrival raises a new edge
+        if not flags[fd] & QUEUED:
+            flags[fd] |= QUEUED
+            self.again.append(fd)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- time: accept back-off, idle timeouts, stats, shutdown -------------
+
+    def _timeout(self) -> float | None:
+        now = time.monotonic()
+        horizon = self.next_stats
+        if self.stopping:
+            horizon = min(horizon, self.drain_deadline)
+        if not self.accepting and self.listener is not None:
+            horizon = min(horizon, self.accept_resume_at)
+        if self.idle is not None:
+            horizon = min(horizon, now + self.idle.seconds_to_next_tick(now))
+        if horizon == float("inf"):
+            return None
+        return max(0.0, horizon - now)
+
+    def _housekeeping(self) -> bool:
+        """Everything that is not I/O; False when the worker should exit."""
+        now = time.monotonic()
+        if self.idle is not None:
+            self.idle.advance(now)
+            for fd in list(self.idle.expired()):
+                if self.flags[fd] & OPEN:
+                    self.stats.idle_closed += 1
+                    self.close(fd)
+        if (
+            not self.accepting
+            and self.listener is not None
+            and not self.stopping
+            and now >= self.accept_resume_at
+            and self.stats.open < self.config.max_conns
+        ):
+            self._start_accepting()
+        if self.shared is not None and now >= self.next_publish:
+            self.next_publish = now + PUBLISH_INTERVAL
+            self.shared.publish(self.slot, self.stats)
+        if now >= self.next_stats:
+            self.next_stats = now + self.config.stats_interval
+            if self.shared is None:
+                print(format_line("status", self.stats.as_dict()), flush=True)
+        if self.stopping:
+            return self._drain_step(now)
+        return True
+
+    def _drain_step(self, now: float) -> bool:
+        """Graceful shutdown: no new connections; serve until peers leave or the deadline."""
+        if self.listener is not None:
+            self._stop_accepting()
+            self.listener.close()  # with every worker's copy closed, connects are refused
+            self.listener = None
+            self.drain_deadline = now + self.config.drain_timeout
+        if self.stats.open == 0:
+            return False
+        if now < self.drain_deadline:
+            return True
+        for fd in [fd for fd, state in enumerate(self.flags) if state & OPEN]:
+            if fd in self.pending:
+                self.flush(fd)  # one last non-blocking try
+            self.close(fd)
+        return False
+
+    def finish(self) -> None:
+        """Release the loop's own descriptors."""
+        if self.shared is not None:
+            self.shared.publish(self.slot, self.stats)
+        self.ep.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+def _log_stderr(message: str) -> None:
+    print(f"rawepoll serve: {message}", file=sys.stderr, flush=True)
