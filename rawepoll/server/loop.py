@@ -85,6 +85,22 @@ PEER_DONE: Final = 32  # ET: EPOLLRDHUP seen, read to EOF (a short read proves n
 _ERR_HUP: Final = EPOLLERR | EPOLLHUP
 _PEER_GONE: Final = EPOLLRDHUP | EPOLLERR | EPOLLHUP
 _FATAL_ACCEPT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept(2): Linux reports errors of the pending connection itself; take the next one.
+_RETRY_ACCEPT: Final = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EINTR,
+        errno.EPROTO,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ETIMEDOUT,
+    }
+)
 
 
 class WorkerConfig:
@@ -154,6 +170,7 @@ class Worker:
         self.handlers: dict[int, Handler] = {}
         self.shared_handler: Handler | None = config.handler() if config.handler.shared else None
         self.buffer = bytearray(READ_SIZE)
+        self.buffers = (self.buffer,)  # os.readv's argument, made once
         self.view = memoryview(self.buffer)
         self.hard_cap = 4 * config.high_water + 4 * READ_SIZE
         self.ep = Epoll()
@@ -207,18 +224,23 @@ class Worker:
         flags = self.flags
         mask = self.conn_bits | EPOLLIN
         idle = self.idle
+        took = 0
         for _ in range(1 << 30 if drain else ACCEPT_BURST):
+            if stats.open >= config.max_conns and not config.refuse_when_full:
+                self._stop_accepting()  # full: leave the queue to workers with room
+                break
             fd = _sys.accept4(self.listen_fd)
             if fd < 0:
                 if -fd in _FATAL_ACCEPT:
                     self._out_of_descriptors(-fd)
-                return  # EAGAIN, or a connection that died in the queue
-            if stats.open >= config.max_conns:
-                os.close(fd)
-                stats.refused += 1
-                if not config.refuse_when_full:
-                    self._stop_accepting()  # let workers with room take them
                     return
+                if -fd in _RETRY_ACCEPT:
+                    continue  # that connection died in the queue; the next may not have
+                break  # EAGAIN: drained (or an error that retrying cannot cure)
+            took += 1
+            if stats.open >= config.max_conns:
+                os.close(fd)  # the only worker, and full: refuse at once
+                stats.refused += 1
                 continue
             if config.is_tcp:
                 _sys.set_nodelay(fd)
@@ -228,6 +250,20 @@ class Worker:
             stats.accepted += 1
             if idle is not None:
                 idle.touch(fd)
+        if took and config.exclusive and self.accepting:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Go to the back of the listener's queue of exclusive waiters.
+
+        The kernel wakes the *first* idle epoll registered on the listening
+        socket, so without this the oldest worker takes nearly every new
+        connection while it keeps up (measured: 3,999 of 4,000 over 4
+        workers).  Re-registering moves this worker's entry to the tail:
+        workers take connections in turn.
+        """
+        self._stop_accepting()
+        self._start_accepting()
 
     def _out_of_descriptors(self, code: int) -> None:
         self.stats.emfile += 1
@@ -291,9 +327,13 @@ class Worker:
             return
         self.stats.bytes_out += sent
         if sent < len(data):
-            pending = self.pending[fd] = bytearray(data[sent:])
-            self._arm_write(fd)
-            self._check_water(fd, pending)
+            self._keep(fd, data, sent)
+
+    def _keep(self, fd: int, data: bytes | bytearray | memoryview, sent: int) -> None:
+        """The kernel took ``sent`` bytes of ``data``: keep the rest, arm EPOLLOUT."""
+        pending = self.pending[fd] = bytearray(data[sent:])
+        self._arm_write(fd)
+        self._check_water(fd, pending)
 
     def _check_water(self, fd: int, pending: bytearray) -> None:
         size = len(pending)
@@ -368,9 +408,14 @@ class Worker:
             self.close(fd)
 
     def read_once(self, fd: int) -> int:
-        """One read and its answer: bytes read, 0 for EOF/closed, -1 for EAGAIN."""
+        """One read and its answer: bytes read, 0 for EOF/closed, -1 for EAGAIN.
+
+        The hot path of the server: the common case (a shared handler, no
+        output waiting) is written out here rather than through
+        :meth:`handler_for` and :meth:`send`, saving two calls per message.
+        """
         try:
-            n = os.readv(fd, (self.buffer,))
+            n = os.readv(fd, self.buffers)
         except BlockingIOError:
             return -1
         except OSError:
@@ -379,10 +424,27 @@ class Worker:
         if n == 0:
             self.eof(fd)
             return 0
-        self.stats.bytes_in += n
+        stats = self.stats
+        stats.bytes_in += n
         if self.idle is not None:
             self.idle.touch(fd)
-        self.send(fd, self.handler_for(fd).data_received(self.view[:n]))
+        handler = self.shared_handler or self.handler_for(fd)
+        out = handler.data_received(self.view[:n])
+        if not out:
+            return n
+        if self.flags[fd] & WRITING:
+            self.send(fd, out)  # output already waits: queue behind it
+            return n
+        try:
+            sent = os.write(fd, out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(fd)
+            return n
+        stats.bytes_out += sent
+        if sent < len(out):
+            self._keep(fd, out, sent)
         return n
 
     # -- the loops --------------------------------------------------------

@@ -145,12 +145,22 @@ def supervise(
             if next_stats is not None and now >= next_stats:
                 next_stats = now + config.stats_interval
                 counts = shared.total(retired)
-                print(format_line("status", counts, workers=len(slots)), flush=True)
+                print(
+                    format_line(
+                        "status", counts, workers=len(slots), per_worker_open=_spread(shared)
+                    ),
+                    flush=True,
+                )
     finally:
         for pid in slots:
             _kill(pid, signal.SIGKILL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     return shared.total(retired), restarted, clean
+
+
+def _spread(shared: SharedStats) -> str:
+    """Open connections per worker slot, e.g. ``512,498,530,507`` (the balance)."""
+    return ",".join(str(shared.read(slot)["open"]) for slot in range(shared.slots))
 
 
 def _reap() -> list[tuple[int, int]]:
