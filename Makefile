@@ -28,8 +28,8 @@ demo: $(VENV)/.installed-bench
 	$(PY) -m rawepoll demo
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check rawepoll tests bench
-	$(VENV)/bin/ruff format --check rawepoll tests bench
+	$(VENV)/bin/ruff check rawepoll tests bench examples
+	$(VENV)/bin/ruff format --check rawepoll tests bench examples
 
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy

@@ -47,7 +47,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
@@ -187,16 +187,24 @@ class Worker:
         self.next_publish = now
         self.stopping = False
         self.drain_deadline = float("inf")
+        self._saved_handlers: dict[int, Any] = {}
+        self._saved_wakeup = -1
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ep.register(self.wake_r, EPOLLIN)
 
     # -- set-up and signals ----------------------------------------------
 
     def install_signals(self) -> None:
-        """SIGTERM/SIGINT start a graceful shutdown; the wake pipe interrupts the wait."""
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """SIGTERM/SIGINT start a graceful shutdown; the wake pipe interrupts the wait.
+
+        :meth:`finish` puts the previous handlers and wakeup fd back, so
+        :func:`rawepoll.server.serve` leaves an embedding program as it found it.
+        """
+        self._saved_wakeup = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self._saved_handlers = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -600,9 +608,14 @@ class Worker:
         return False
 
     def finish(self) -> None:
-        """Release the loop's own descriptors."""
+        """Release the loop's own descriptors; restore the signal set-up."""
         if self.shared is not None:
             self.shared.publish(self.slot, self.stats)
+        if self._saved_handlers:
+            for signum, handler in self._saved_handlers.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(self._saved_wakeup)
+            self._saved_handlers = {}
         self.ep.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
