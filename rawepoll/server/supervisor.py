@@ -89,6 +89,8 @@ def supervise(
     slots: dict[int, int] = {}  # pid -> slot
 
     def spawn(slot: int) -> None:
+        sys.stdout.flush()  # else the child would print our buffered output again
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             _child(listener, config, mode, shared, slot)
