@@ -137,7 +137,7 @@ def serve(config: ServerConfig) -> int:
                 listener, worker_config, config.mode, workers, announce
             )
     finally:
-        listen.remove_unix_path(listener)
+        listen.remove_unix_path(config.unix)
         listener.close()
     if not config.quiet:
         print(format_line("exit", counts, restarted=restarted), flush=True)

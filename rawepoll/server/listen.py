@@ -77,8 +77,12 @@ def describe(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
-def remove_unix_path(sock: socket.socket) -> None:
-    """Remove the socket file of a Unix listener (no-op for TCP)."""
-    if sock.family == socket.AF_UNIX:
-        with contextlib.suppress(OSError):
-            os.unlink(sock.getsockname())
+def remove_unix_path(path: str | None) -> None:
+    """Remove a Unix listener's socket file (``None``: TCP, nothing to do).
+
+    Takes the path, not the socket: by shutdown time a worker has closed the
+    listener, and a closed socket no longer knows its name.
+    """
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

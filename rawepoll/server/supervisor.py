@@ -79,7 +79,7 @@ def supervise(
     """Fork ``workers`` workers and keep them alive until SIGTERM/SIGINT.
 
     Returns the summed counters, how many workers were restarted, and whether
-    every worker exited cleanly.
+    every worker exited cleanly from the shutdown.
     """
     shared = SharedStats(workers)
     retired = dict.fromkeys(FIELDS, 0)
@@ -123,8 +123,8 @@ def supervise(
                 if pid not in slots:
                     continue
                 slot = slots.pop(pid)
-                if os.waitstatus_to_exitcode(status) != 0:
-                    clean = False
+                if stopping and os.waitstatus_to_exitcode(status) != 0:
+                    clean = False  # a worker that died earlier was replaced, not failed
                 last = shared.read(slot)
                 for name in FIELDS:
                     if name != "open":
