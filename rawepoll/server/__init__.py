@@ -129,8 +129,7 @@ def serve(config: ServerConfig) -> int:
 
     try:
         if workers == 1:
-            announce(os.getpid())
-            counts = run_single(listener, worker_config, config.mode)
+            counts = run_single(listener, worker_config, config.mode, announce)
             restarted, clean = 0, True
         else:
             counts, restarted, clean = supervise(

@@ -38,10 +38,17 @@ _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 _KILL_GRACE = 5.0  # seconds past the drain timeout before workers are killed
 
 
-def run_single(listener: socket.socket, config: WorkerConfig, mode: str) -> dict[str, int]:
-    """Serve in this process until a graceful shutdown; return the counters."""
+def run_single(
+    listener: socket.socket, config: WorkerConfig, mode: str, announce: Callable[[int], None]
+) -> dict[str, int]:
+    """Serve in this process until a graceful shutdown; return the counters.
+
+    The signal handlers are in place before ``announce`` tells the world we
+    listen: a SIGTERM sent the moment the line appears must drain, not kill.
+    """
     worker = Worker(listener, config)
     worker.install_signals()
+    announce(os.getpid())
     try:
         worker.run_et() if mode == "et" else worker.run_lt()
     finally:
@@ -55,10 +62,10 @@ def _child(
     """A forked worker's whole life; never returns."""
     status = 1
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         shared.clear(slot)
         worker = Worker(listener, config, shared=shared, slot=slot)
-        worker.install_signals()
+        worker.install_signals()  # before unblocking: a forwarded SIGTERM must find them
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         worker.run_et() if mode == "et" else worker.run_lt()
         worker.finish()
         status = 0
