@@ -1,7 +1,8 @@
 # rawepoll -- everything starts from a fresh virtual environment in .venv.
 #   make demo   set up, then show the binding next to select.epoll on loopback
 #   make test   set up, then ruff, mypy (strict) and the whole test suite
-#   make bench  micro-benchmarks against select.epoll/poll/select (ratios)
+#   make bench  micro-benchmarks against select.epoll/poll/select (ratios), then the echo
+#               server's CPU per message and memory per idle connection against its peers
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -42,6 +43,8 @@ test: lint typecheck pytest
 bench: $(VENV)/.installed-bench
 	$(PY) bench/micro.py
 	$(PY) bench/scaling.py
+	$(PY) bench/echo.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +233,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (Settings, Spread)):
+    if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
