@@ -418,9 +418,8 @@ class Worker:
     def read_once(self, fd: int) -> int:
         """One read and its answer: bytes read, 0 for EOF/closed, -1 for EAGAIN.
 
-        The hot path of the server: the common case (a shared handler, no
-        output waiting) is written out here rather than through
-        :meth:`handler_for` and :meth:`send`, saving two calls per message.
+        The general path, for connections in any state; the usual case is
+        served by :meth:`_common_case` without a call per message.
         """
         try:
             n = os.readv(fd, self.buffers)
@@ -432,27 +431,10 @@ class Worker:
         if n == 0:
             self.eof(fd)
             return 0
-        stats = self.stats
-        stats.bytes_in += n
+        self.stats.bytes_in += n
         if self.idle is not None:
             self.idle.touch(fd)
-        handler = self.shared_handler or self.handler_for(fd)
-        out = handler.data_received(self.view[:n])
-        if not out:
-            return n
-        if self.flags[fd] & WRITING:
-            self.send(fd, out)  # output already waits: queue behind it
-            return n
-        try:
-            sent = os.write(fd, out)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.close(fd)
-            return n
-        stats.bytes_out += sent
-        if sent < len(out):
-            self._keep(fd, out, sent)
+        self.send(fd, self.handler_for(fd).data_received(self.view[:n]))
         return n
 
     # -- the loops --------------------------------------------------------
