@@ -1,13 +1,30 @@
-"""The ``rawepoll`` command: ``rawepoll COMMAND [options]`` or ``python -m rawepoll ...``."""
+"""The ``rawepoll`` command: ``rawepoll COMMAND [options]`` or ``python -m rawepoll ...``.
+
+Each command lives in its own module with ``DESCRIPTION``, ``add_arguments(parser)``
+and ``run(args) -> int``; this file only lists them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from types import ModuleType
 
 from rawepoll import _demo
 from rawepoll._version import __version__
 from rawepoll.server import cli as server_cli
+
+# name -> (one-line help, module)
+COMMANDS: dict[str, tuple[str, ModuleType]] = {
+    "demo": (
+        "show the binding next to select.epoll on loopback TCP; print what it measured",
+        _demo,
+    ),
+    "serve": (
+        "run the echo server (level- or edge-triggered, workers, graceful shutdown)",
+        server_cli,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,20 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rawepoll {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="show the binding next to select.epoll on loopback TCP; print what it measured",
-        description=_demo.DESCRIPTION,
-    )
-    _demo.add_arguments(demo)
-    demo.set_defaults(run=_demo.run)
-    serve = commands.add_parser(
-        "serve",
-        help="run the echo server (level- or edge-triggered, workers, graceful shutdown)",
-        description=server_cli.DESCRIPTION,
-    )
-    server_cli.add_arguments(serve)
-    serve.set_defaults(run=server_cli.run)
+    for name, (summary, module) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=module.DESCRIPTION)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
     return parser
 
 
