@@ -219,6 +219,20 @@ def read_until_closed(sock: socket.socket, bound: float = IO_BOUND) -> tuple[byt
         got += data
 
 
+def send_until_blocked(sock: socket.socket, size: int, attempts: int) -> int:
+    """Send up to ``size`` random bytes without blocking; stop at EAGAIN (bounded)."""
+    view = memoryview(os.urandom(size))
+    sent = 0
+    for _ in range(attempts):
+        try:
+            sent += sock.send(view[sent:])
+        except BlockingIOError:
+            break
+        if sent == len(view):
+            break
+    return sent
+
+
 def rst_close(sock: socket.socket) -> None:
     """Close with SO_LINGER (on, 0 s): the kernel sends RST instead of FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

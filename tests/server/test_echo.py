@@ -29,6 +29,7 @@ from .conftest import (
     read_until_closed,
     recv_exactly,
     roundtrip,
+    send_until_blocked,
 )
 
 
@@ -135,15 +136,7 @@ def test_peer_vanishing_mid_echo_closes_only_that_connection(live_echo_server: S
     for _ in range(5):
         sock = live_echo_server.connect()
         sock.setblocking(False)
-        view = memoryview(os.urandom(2 << 20))
-        sent = 0
-        for _ in range(1000):
-            try:
-                sent += sock.send(view[sent:])
-            except BlockingIOError:
-                break
-            if sent == len(view):
-                break
+        send_until_blocked(sock, 2 << 20, attempts=1000)
         sock.close()
     roundtrip(bystander, b"after\n")
     bystander.close()

@@ -25,6 +25,7 @@ from .conftest import (
     recv_exactly,
     roundtrip,
     rst_close,
+    send_until_blocked,
     wait_until,
 )
 
@@ -205,15 +206,7 @@ def test_rst_storm_leaks_no_descriptors(server: Callable[..., Server], mode: str
     for _ in range(5):
         sock = srv.connect(rcvbuf=4096)
         sock.setblocking(False)
-        view = memoryview(os.urandom(4 << 20))
-        sent = 0
-        for _ in range(10_000):
-            try:
-                sent += sock.send(view[sent:])
-            except BlockingIOError:
-                break
-            if sent == len(view):
-                break
+        send_until_blocked(sock, 4 << 20, attempts=10_000)
         rst_close(sock)
 
     wait_until(lambda: fd_count(srv.pid) == baseline, "server fds back to baseline", bound=30)
