@@ -83,6 +83,7 @@ QUEUED: Final = 16  # ET: budget used up, continue next turn
 PEER_DONE: Final = 32  # ET: EPOLLRDHUP seen, read to EOF (a short read proves nothing)
 
 _ERR_HUP: Final = EPOLLERR | EPOLLHUP
+_NEVER: Final = float("inf")
 _PEER_GONE: Final = EPOLLRDHUP | EPOLLERR | EPOLLHUP
 _FATAL_ACCEPT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # accept(2): Linux reports errors of the pending connection itself; take the next one.
@@ -183,10 +184,11 @@ class Worker:
         self.accepting = False
         self.accept_resume_at = 0.0
         self.last_emfile_log = -LOG_INTERVAL
-        self.next_stats = now + config.stats_interval if config.stats_interval else float("inf")
+        self.next_stats = now + config.stats_interval if config.stats_interval else _NEVER
         self.next_publish = now
+        self.next_due = _NEVER
         self.stopping = False
-        self.drain_deadline = float("inf")
+        self.drain_deadline = _NEVER
         self._saved_handlers: dict[int, Any] = {}
         self._saved_wakeup = -1
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -278,6 +280,7 @@ class Worker:
         self._stop_accepting()
         now = time.monotonic()
         self.accept_resume_at = now + EMFILE_BACKOFF
+        self.next_due = min(self.next_due, self.accept_resume_at)
         if now - self.last_emfile_log >= LOG_INTERVAL:
             self.last_emfile_log = now
             self.log(
@@ -452,10 +455,15 @@ class Worker:
 
     def _run(self, turn: Callable[[float | None], None]) -> int:
         self._start_accepting()
+        monotonic = time.monotonic
+        self.next_due = self._next_due(monotonic())
         while True:
             turn(self._timeout())
-            if not self._housekeeping():
-                return 0
+            now = monotonic()
+            if now >= self.next_due or self.stopping:  # timers are rare: one test per turn
+                if not self._housekeeping(now):
+                    return 0
+                self.next_due = self._next_due(now)
 
     def _common_case(self, ready: Iterator[tuple[int, int]]) -> list[tuple[int, int]]:
         """Serve every event that is the common case; return the others.
@@ -591,21 +599,27 @@ class Worker:
     # -- time: accept back-off, idle timeouts, stats, shutdown -------------
 
     def _timeout(self) -> float | None:
-        now = time.monotonic()
-        horizon = self.next_stats
-        if self.stopping:
-            horizon = min(horizon, self.drain_deadline)
-        if not self.accepting and self.listener is not None:
-            horizon = min(horizon, self.accept_resume_at)
-        if self.idle is not None:
-            horizon = min(horizon, now + self.idle.seconds_to_next_tick(now))
-        if horizon == float("inf"):
+        """How long the next wait may sleep: until the next timer, or forever."""
+        due = self.next_due
+        if due == _NEVER:
             return None
-        return max(0.0, horizon - now)
+        return max(0.0, due - time.monotonic())
 
-    def _housekeeping(self) -> bool:
+    def _next_due(self, now: float) -> float:
+        """When housekeeping must run next (stats, publishing, back-off, idle, drain)."""
+        due = self.next_stats
+        if self.shared is not None:
+            due = min(due, self.next_publish)
+        if self.stopping:
+            due = min(due, self.drain_deadline)
+        if not self.accepting and self.listener is not None and self.accept_resume_at > now:
+            due = min(due, self.accept_resume_at)  # an EMFILE back-off; "full" waits for close()
+        if self.idle is not None:
+            due = min(due, now + self.idle.seconds_to_next_tick(now))
+        return due
+
+    def _housekeeping(self, now: float) -> bool:
         """Everything that is not I/O; False when the worker should exit."""
-        now = time.monotonic()
         if self.idle is not None:
             self.idle.advance(now)
             for fd in list(self.idle.expired()):

@@ -18,6 +18,7 @@ from .conftest import (
     MODES,
     Server,
     accept_queue,
+    children,
     cpu_seconds,
     echo_all,
     fd_count,
@@ -146,6 +147,34 @@ def test_max_conns_closes_the_excess_and_counts_it(server: Callable[..., Server]
 
     assert srv.stop() == 0, srv.describe()
     assert srv.summary()["refused"] == str(refused), srv.describe()
+
+
+def test_full_workers_wait_without_spinning(server: Callable[..., Server]) -> None:
+    """Several workers, all at --max-conns: they stop accepting and sleep.
+
+    A new connection waits in the kernel's queue (not refused: another worker
+    may free a slot) and is served once one does.  A regression test: full
+    workers used to wait with a zero timeout, burning a core each.
+    """
+    srv = server("--workers", "2", "--max-conns", "3")
+    held = [srv.connect() for _ in range(6)]
+    for i, sock in enumerate(held):
+        roundtrip(sock, b"held %d\n" % i)
+    queued = srv.connect()
+    workers = sorted(children(srv.pid))
+    assert len(workers) == 2
+    before = sum(cpu_seconds(pid) for pid in workers)
+    start = time.monotonic()
+    sink = threading.Event()
+    sink.wait(1.0)  # a window to measure CPU over, not a synchronisation
+    elapsed = time.monotonic() - start
+    burnt = sum(cpu_seconds(pid) for pid in workers) - before
+    assert burnt < 0.5 * elapsed, f"full workers used {burnt:.2f} s CPU in {elapsed:.2f} s"
+    held.pop().close()
+    roundtrip(queued, b"served at last\n")
+    for sock in [*held, queued]:
+        sock.close()
+    assert srv.stop() == 0, srv.describe()
 
 
 # ---------------------------------------------------------------- --idle-timeout
