@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from rawepoll._cli import non_negative_seconds, port, positive_int
 from rawepoll.server import ServerConfig, serve
 from rawepoll.server.handler import Handler
 
@@ -17,29 +18,8 @@ DESCRIPTION = (
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
-    return value
-
-
 def _workers(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def _handler(text: str) -> type[Handler]:
@@ -63,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=port,
         default=8080,
         help="TCP port (default 8080; 0 picks a free one, shown when listening)",
     )
@@ -92,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-conns",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="connections per worker (default: as many as RLIMIT_NOFILE allows); "
         "a single worker closes connections beyond it at once (counted as refused), "
@@ -100,14 +80,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=non_negative_seconds,
         default=0.0,
         metavar="SECONDS",
         help="close connections without traffic for this long (default 0: never)",
     )
     parser.add_argument(
         "--drain-timeout",
-        type=_seconds,
+        type=non_negative_seconds,
         default=10.0,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, serve open connections this long at most before "
@@ -115,14 +95,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backlog",
-        type=_positive_int,
+        type=positive_int,
         default=4096,
         metavar="N",
         help="listen() backlog (default 4096; the kernel caps it at somaxconn)",
     )
     parser.add_argument(
         "--stats-interval",
-        type=_seconds,
+        type=non_negative_seconds,
         default=0.0,
         metavar="SECONDS",
         help="print a status line every SECONDS (default 0: only at exit)",
@@ -136,14 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--high-water",
-        type=_positive_int,
+        type=positive_int,
         default=262144,
         metavar="BYTES",
         help="pause reading a connection while its pending output exceeds this (default 262144)",
     )
     parser.add_argument(
         "--low-water",
-        type=_positive_int,
+        type=positive_int,
         default=65536,
         metavar="BYTES",
         help="resume reading once pending output falls below this (default 65536)",
