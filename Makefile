@@ -1,8 +1,10 @@
 # rawepoll -- everything starts from a fresh virtual environment in .venv.
-#   make demo   set up, then show the binding next to select.epoll on loopback
+#   make demo   set up, then the main job: the binding next to select.epoll, rawepoll serve
+#               under rawepoll bench (every byte verified), rawepoll compare --quick
 #   make test   set up, then ruff, mypy (strict) and the whole test suite
-#   make bench  micro-benchmarks against select.epoll/poll/select (ratios), then the echo
-#               server's CPU per message and memory per idle connection against its peers
+#   make bench  rawepoll compare: wait scaling and binding cost against select/poll/epoll,
+#               then the echo servers' CPU per message, memory per idle connection and accept
+#               rate against selectors, asyncio and uvloop (results in bench-results/)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,36 +17,31 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
-
-$(VENV)/.installed-bench: pyproject.toml | $(PY)
+# The tests run the load generator, the peers (uvloop among them) and the
+# comparison end to end, so they get the bench extra too.
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-venv: $(VENV)/.installed-dev
+venv: $(STAMP)
 
-demo: $(VENV)/.installed-bench
+demo: $(STAMP)
 	$(PY) -m rawepoll demo
 
-lint: $(VENV)/.installed-dev
+lint: $(STAMP)
 	$(VENV)/bin/ruff check rawepoll tests bench examples
 	$(VENV)/bin/ruff format --check rawepoll tests bench examples
 
-typecheck: $(VENV)/.installed-dev
+typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.installed-dev
+pytest: $(STAMP)
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.installed-bench
-	$(PY) bench/micro.py
-	$(PY) bench/scaling.py
-	$(PY) bench/echo.py
-	$(PY) bench/memory.py
+bench: $(STAMP)
+	$(PY) -m rawepoll compare --out bench-results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

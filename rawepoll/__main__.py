@@ -12,6 +12,8 @@ from types import ModuleType
 
 from rawepoll import _demo
 from rawepoll._version import __version__
+from rawepoll.compare import cli as compare_cli
+from rawepoll.loadgen import cli as loadgen_cli
 from rawepoll.server import cli as server_cli
 
 # name -> (one-line help, module)
@@ -23,6 +25,14 @@ COMMANDS: dict[str, tuple[str, ModuleType]] = {
     "serve": (
         "run the echo server (level- or edge-triggered, workers, graceful shutdown)",
         server_cli,
+    ),
+    "bench": (
+        "closed-loop echo load generator: every byte verified, latency percentiles",
+        loadgen_cli,
+    ),
+    "compare": (
+        "rawepoll against select/poll/epoll, selectors, asyncio and uvloop, side by side",
+        compare_cli,
     ),
 }
 

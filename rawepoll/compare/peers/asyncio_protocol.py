@@ -8,20 +8,19 @@ high-water mark it calls ``pause_writing`` and the protocol stops reading
 until ``resume_writing``.  On EOF the protocol returns ``False``, so the
 transport flushes and closes.
 
-``bench/peers/uvloop_protocol.py`` runs this very protocol on uvloop.
+:mod:`rawepoll.compare.peers.uvloop_protocol` runs this very protocol on uvloop.
 
-Usage: ``python bench/peers/asyncio_protocol.py [--host HOST] [--port PORT]``;
-prints ``listening on HOST:PORT`` on stdout when ready and runs until SIGTERM
-or SIGINT.
+Usage: ``python -m rawepoll.compare.peers.asyncio_protocol [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
 from collections.abc import Callable
+
+from rawepoll.compare.peers import announce, parse_args
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -43,27 +42,27 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
 
-async def serve(host: str, port: int) -> None:
+async def serve_until_stopped(server: asyncio.Server) -> None:
+    """Announce an asyncio server, serve until SIGTERM or SIGINT, then close it."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(EchoProtocol, host, port, backlog=4096)
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
-    address = server.sockets[0].getsockname()
-    shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-    print(f"listening on {shown}:{address[1]}", flush=True)
+    announce(server.sockets[0])
     async with server:
         await stopped.wait()
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    await serve_until_stopped(await loop.create_server(EchoProtocol, host, port, backlog=4096))
 
 
 def main(
     argv: list[str] | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
 ) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (default)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv)
     loop = loop_factory()
     try:
         loop.run_until_complete(serve(args.host, args.port))

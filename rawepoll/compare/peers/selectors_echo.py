@@ -14,19 +14,18 @@ peer rather than a strawman:
 * a peer's half-close (EOF) is answered by flushing what is pending, then
   closing; an error on one connection closes that connection only.
 
-Usage: ``python bench/peers/selectors_echo.py [--host HOST] [--port PORT]``;
-prints ``listening on HOST:PORT`` on stdout when ready and runs until SIGTERM
-or SIGINT.
+Usage: ``python -m rawepoll.compare.peers.selectors_echo [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import selectors
 import signal
 import socket
 import sys
 from types import FrameType
+
+from rawepoll.compare.peers import announce, parse_args
 
 READ_SIZE = 65536
 HIGH_WATER = 262144
@@ -145,21 +144,12 @@ def serve(host: str, port: int) -> None:
         selector.close()
 
 
-def announce(listener: socket.socket) -> None:
-    host, port = listener.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"listening on {shown}:{port}", flush=True)
-
-
 def stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (default)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     serve(args.host, args.port)

@@ -6,18 +6,17 @@ The idiom the asyncio documentation teaches: ``asyncio.start_server`` calls
 ``await writer.drain()`` (which waits only when the transport's buffer is
 above its high-water mark), and closes after EOF.
 
-Usage: ``python bench/peers/asyncio_streams.py [--host HOST] [--port PORT]``;
-prints ``listening on HOST:PORT`` on stdout when ready and runs until SIGTERM
-or SIGINT.
+Usage: ``python -m rawepoll.compare.peers.asyncio_streams [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import signal
 import sys
+
+from rawepoll.compare.peers import parse_args
+from rawepoll.compare.peers.asyncio_protocol import serve_until_stopped
 
 READ_SIZE = 65536
 
@@ -36,23 +35,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await asyncio.start_server(handle, host, port, backlog=4096)
-    stopped = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopped.set)
-    address = server.sockets[0].getsockname()
-    shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-    print(f"listening on {shown}:{address[1]}", flush=True)
-    async with server:
-        await stopped.wait()
+    await serve_until_stopped(await asyncio.start_server(handle, host, port, backlog=4096))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (default)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv)
     asyncio.run(serve(args.host, args.port))
     return 0
 

@@ -1,0 +1,1 @@
+"""Tests of ``rawepoll compare``: its statistics, its peer servers, and a whole small run."""
