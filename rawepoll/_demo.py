@@ -1,40 +1,47 @@
-"""``rawepoll demo``: the binding next to ``select.epoll``, on loopback TCP.
+"""``rawepoll demo``: the main job end to end on loopback, and what it measured.
 
-What it does, and so what it can honestly claim:
+Three steps, each of which checks what it shows and fails the demo if not:
 
-1. opens ``--conns`` real TCP connections to a listener on 127.0.0.1 (port 0);
-2. registers the server ends with both ``select.epoll`` and ``rawepoll.Epoll``;
-3. for several rounds, writes to a random subset of clients and checks that both
-   epolls report exactly the same ready set;
-4. echoes a message on every connection through a small ``rawepoll.Epoll`` loop
-   and verifies every byte came back;
-5. times, side by side and alternating, a wait with one active connection among
-   all of them idle, for ``select.epoll.poll`` and ``rawepoll.Epoll.wait``.
+1. **the binding**: real TCP connections on 127.0.0.1, registered with both
+   ``select.epoll`` and ``rawepoll.Epoll``; both must report the same ready
+   sets round after round, an echo through a ``rawepoll.Epoll`` loop must
+   return every byte, and one wait is timed side by side;
+2. **the server**: ``rawepoll serve --workers 2`` driven by ``rawepoll bench``
+   (5,000 connections for 10 s by default), every echoed byte verified; the
+   server must then drain and exit 0 on SIGTERM;
+3. **the comparison**: ``rawepoll compare --quick``, whose table is printed
+   and whose files (JSON, markdown, PNG plots) land in ``--out``.
 
-It uses nothing beyond the standard library, prints what it measured and exits
-non-zero if any comparison or byte check failed.
+Every process it starts is stopped when it ends, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import resource
 import select
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
+from rawepoll._cli import positive_int
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
+from rawepoll.loadgen import run_load
 from rawepoll.unix import EPOLLIN
 
 DESCRIPTION = (
-    "Open real TCP connections on 127.0.0.1, check that rawepoll.Epoll reports exactly "
-    "the ready sets select.epoll reports, echo one message per connection through a "
-    "rawepoll loop verifying every byte, and time a wait with one active connection "
-    "among all the idle ones, side by side with select.epoll. Exits 1 if anything differed."
+    "The main job end to end on loopback: (1) rawepoll.Epoll next to select.epoll on real "
+    "TCP connections (same ready sets, every byte echoed, one wait timed side by side); "
+    "(2) rawepoll serve --workers 2 driven by rawepoll bench, every byte verified; "
+    "(3) rawepoll compare --quick, its table printed and its plots written to --out. "
+    "Exits 1 if anything was lost or differed."
 )
 
 
@@ -174,34 +181,77 @@ def _idle_wait_ratio(clients: list[socket.socket], servers: list[socket.socket])
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``rawepoll demo`` options."""
     parser.add_argument(
-        "--conns", type=_positive, default=5000, help="TCP connections to open (default 5000)"
+        "--conns",
+        type=positive_int,
+        default=5000,
+        help="connections for the server step (default 5000)",
     )
     parser.add_argument(
-        "--rounds", type=_positive, default=20, help="ready-set comparison rounds (default 20)"
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds of load in the server step (default 10)",
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    parser.add_argument(
+        "--binding-conns",
+        type=positive_int,
+        default=2000,
+        help="connections for the binding step (default 2000)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=20,
+        help="ready-set comparison rounds in the binding step (default 20)",
+    )
+    parser.add_argument(
+        "--out",
+        default="bench-results",
+        help="where rawepoll compare writes its files (default bench-results/)",
+    )
+    parser.add_argument(
+        "--steps",
+        default="binding,server,compare",
+        help="which steps to run, comma-separated (default: all three)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; 0 if every comparison and every byte checked out."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    conns = max(1, min(args.conns, (soft - 64) // 2))
-    if conns < args.conns:
-        print(f"RLIMIT_NOFILE is {soft}: using {conns} connections instead of {args.conns}")
+    """Run the chosen steps; 0 if every one of them checked out."""
+    steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    unknown = set(steps) - {"binding", "server", "compare"}
+    if unknown:
+        print(f"rawepoll demo: unknown steps: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    ok = True
+    if "binding" in steps:
+        print("== 1/3 the binding: rawepoll.Epoll next to select.epoll ==", flush=True)
+        ok &= _binding_step(args.binding_conns, args.rounds)
+    if "server" in steps:
+        print(
+            "\n== 2/3 the server: rawepoll serve --workers 2, driven by rawepoll bench ==",
+            flush=True,
+        )
+        ok &= _server_step(args.conns, args.duration)
+    if "compare" in steps:
+        print("\n== 3/3 rawepoll compare --quick ==", flush=True)
+        ok &= _compare_step(args.out)
+    print("demo: OK" if ok else "demo: FAILED", flush=True)
+    return 0 if ok else 1
 
+
+def _binding_step(wanted: int, rounds: int) -> bool:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    conns = max(1, min(wanted, (soft - 64) // 2))
+    if conns < wanted:
+        print(f"RLIMIT_NOFILE is {soft}: using {conns} connections instead of {wanted}")
     started = time.monotonic()
     clients, servers = _connections(conns)
     try:
         print(f"opened {conns} TCP connections on 127.0.0.1 in {time.monotonic() - started:.2f} s")
-        mismatches = _compare_ready_sets(clients, servers, args.rounds)
+        mismatches = _compare_ready_sets(clients, servers, rounds)
         print(
-            f"ready sets, select.epoll vs rawepoll.Epoll: {args.rounds - mismatches}/{args.rounds}"
+            f"ready sets, select.epoll vs rawepoll.Epoll: {rounds - mismatches}/{rounds}"
             " rounds identical"
         )
         good, bad = _echo_round(clients, servers)
@@ -215,6 +265,54 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sock in clients + servers:
             sock.close()
-    ok = mismatches == 0 and bad == 0
-    print("demo: OK" if ok else "demo: FAILED")
-    return 0 if ok else 1
+    return mismatches == 0 and bad == 0
+
+
+def _server_step(conns: int, duration: float) -> bool:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rawepoll", "serve", "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        print(line.rstrip())
+        match = re.search(r"listening on (\S+):(\d+) \(", line)
+        if match is None:
+            print("rawepoll demo: the server did not start", file=sys.stderr)
+            return False
+        result = run_load(
+            host=match.group(1),
+            port=int(match.group(2)),
+            conns=conns,
+            size=64,
+            duration=duration,
+            procs=2,
+            progress=lambda text: print(text, flush=True),
+        )
+        print(
+            f"rawepoll bench: {result.established}/{conns} connections, "
+            f"{result.messages:,} messages verified, {result.msgs_per_s:,.0f} msg/s, "
+            f"p50 {result.p50_us:.0f} us, "
+            f"p99 {result.p99_us:.0f} us, errors {result.errors}, mismatches {result.mismatches}"
+        )
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+        for summary in out.splitlines():
+            print(summary)
+        clean = server.returncode == 0
+        print(f"server drained and exited with status {server.returncode}")
+        return (
+            clean and result.errors == 0 and result.mismatches == 0 and result.established == conns
+        )
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def _compare_step(out: str) -> bool:
+    status = subprocess.call([sys.executable, "-m", "rawepoll", "compare", "--quick", "--out", out])
+    print(f"rawepoll compare wrote its results, table and plots to {out}/")
+    return status == 0

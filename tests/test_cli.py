@@ -45,10 +45,29 @@ def test_demo_help() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_demo_small_run_verifies_everything() -> None:
-    """The demo compares ready sets and echoes; a small run must say all is well."""
-    result = run("demo", "--conns", "200", "--rounds", "3", timeout=110)
+def test_demo_binding_step_verifies_everything() -> None:
+    """Step 1 compares ready sets and echoes; a small run must say all is well."""
+    result = run(
+        "demo", "--steps", "binding", "--binding-conns", "200", "--rounds", "3", timeout=110
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3/3 rounds identical" in result.stdout
     assert "200/200 messages verified" in result.stdout
     assert "demo: OK" in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_demo_server_step_verifies_every_connection() -> None:
+    """Step 2 runs the server under load; every connection and byte must check out."""
+    result = run("demo", "--steps", "server", "--conns", "100", "--duration", "1", timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "100/100 connections" in result.stdout
+    assert "errors 0, mismatches 0" in result.stdout
+    assert "exited with status 0" in result.stdout
+    assert "demo: OK" in result.stdout
+
+
+def test_demo_refuses_unknown_steps() -> None:
+    result = run("demo", "--steps", "binding,nonsense")
+    assert result.returncode == 2
+    assert "nonsense" in result.stderr
