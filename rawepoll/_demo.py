@@ -223,6 +223,16 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"rawepoll demo: unknown steps: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    try:
+        ok = _run_steps(steps, args)
+    except KeyboardInterrupt:  # every step has stopped what it started on the way out
+        print("\ndemo: interrupted", flush=True)
+        return 130
+    print("demo: OK" if ok else "demo: FAILED", flush=True)
+    return 0 if ok else 1
+
+
+def _run_steps(steps: list[str], args: argparse.Namespace) -> bool:
     ok = True
     if "binding" in steps:
         print("== 1/3 the binding: rawepoll.Epoll next to select.epoll ==", flush=True)
@@ -236,8 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if "compare" in steps:
         print("\n== 3/3 rawepoll compare --quick ==", flush=True)
         ok &= _compare_step(args.out)
-    print("demo: OK" if ok else "demo: FAILED", flush=True)
-    return 0 if ok else 1
+    return ok
 
 
 def _binding_step(wanted: int, rounds: int) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -71,3 +74,48 @@ def test_demo_refuses_unknown_steps() -> None:
     result = run("demo", "--steps", "binding,nonsense")
     assert result.returncode == 2
     assert "nonsense" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_demo_ctrl_c_stops_everything_it_started() -> None:
+    """Ctrl-C (SIGINT to the process group) mid-load: exit 130, no process left behind."""
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rawepoll",
+            "demo",
+            "--steps",
+            "server",
+            "--conns",
+            "200",
+            "--duration",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # CI may run us with SIGINT ignored, which a child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    server_pid = None
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # wait for the load to be running, not for a clock
+            found = re.search(r"listening on .* pid (\d+)\)", line)
+            if found:
+                server_pid = int(found.group(1))
+            if "msg/s now" in line:
+                break
+        assert server_pid is not None
+        os.killpg(demo.pid, signal.SIGINT)
+        out, _ = demo.communicate(timeout=60)
+        assert demo.returncode == 130, out
+        assert "demo: interrupted" in out
+        with pytest.raises(ProcessLookupError):
+            os.kill(server_pid, 0)  # the server is gone (reaped by the demo)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.communicate()
