@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import operator
 import os
 import platform
@@ -243,6 +244,7 @@ def NsecToTimespec(nsec: int) -> Timespec:
 _SIGSET_WORDS: Final = 1024 // (8 * ctypes.sizeof(ctypes.c_ulong))
 _SigsetT = ctypes.c_ulong * _SIGSET_WORDS
 _NSIG: Final = 65
+_MAX_SIGNUMS: Final = 1024  # repeats are harmless, but a sigmask is not a stream
 
 # --------------------------------------------------------------------------
 # The calls.
@@ -283,12 +285,16 @@ def _buffer(events: Any) -> tuple[Any, int]:
 def _sigset(sigmask: Iterable[int] | None) -> Any:
     if sigmask is None:
         return None
-    if isinstance(sigmask, (str, bytes)):
+    # A ctypes pointer "iterates" forever through memory it does not own.
+    if isinstance(sigmask, (str, bytes, ctypes._Pointer)):
         raise TypeError("sigmask must be an iterable of signal numbers or None")
     try:
-        signums = list(sigmask)
+        # Bounded: an endless iterator must not hang the call.
+        signums = list(itertools.islice(sigmask, _MAX_SIGNUMS + 1))
     except TypeError:
         raise TypeError("sigmask must be an iterable of signal numbers or None") from None
+    if len(signums) > _MAX_SIGNUMS:
+        raise ValueError(f"sigmask lists more than {_MAX_SIGNUMS} signal numbers")
     bits = _SigsetT()
     width = 8 * ctypes.sizeof(ctypes.c_ulong)
     for signum in signums:

@@ -662,15 +662,22 @@ EXAMPLES = 1500  # about 8,000 calls, 10-20 s on this machine
 MIN_CALLS = 3000
 
 
+# Fixed seeds keep the suite deterministic: 3661476620 found a hang (a ctypes pointer
+# as an EpollPwait2 sigmask).  RAWEPOLL_FUZZ_SEED=random explores a fresh seed instead.
+SEEDS = [3661476620, 20261129]
+
+
 @pytest.mark.timeout(120)
-def test_no_argument_crashes_the_interpreter() -> None:
+@pytest.mark.parametrize("fixed_seed", SEEDS)
+def test_no_argument_crashes_the_interpreter(fixed_seed: int) -> None:
     """Thousands of wrong calls in a child interpreter: it must exit 0, having checked each.
 
     A segfault shows as returncode -11 (faulthandler's traceback in stderr), a hang as
     faulthandler's watchdog (exit 1), an undocumented exception as a hypothesis failure
-    naming the call (exit 1).  A fresh seed each run; the failure message gives it.
+    naming the call (exit 1).  The failure message gives the seed to reproduce it.
     """
-    seed = random.randrange(2**32)
+    explore = os.environ.get("RAWEPOLL_FUZZ_SEED") == "random"
+    seed = random.randrange(2**32) if explore else fixed_seed
     result = run_python(FUZZ_MAIN, __file__, str(EXAMPLES), str(seed), timeout=100)
     assert result.returncode == 0, (
         f"fuzzer exited {result.returncode}; reproduce with "

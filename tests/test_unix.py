@@ -14,6 +14,7 @@ import ctypes
 import errno
 import fcntl
 import gc
+import itertools
 import json
 import os
 import resource
@@ -644,6 +645,15 @@ def test_pwait_bad_sigmask_type(epfd: int, sigmask: object, error: type[Exceptio
         unix.EpollPwait(epfd, EventArray(1), 0, sigmask)  # type: ignore[arg-type]
     with pytest.raises(error):
         unix.EpollPwait2(epfd, EventArray(1), 0, sigmask)  # type: ignore[arg-type]
+
+
+def test_pwait_refuses_masks_that_never_end(epfd: int) -> None:
+    """A ctypes pointer (whose iteration runs through memory it does not own) and an
+    endless iterator are refused, not read forever (found by the fuzzer: a hang)."""
+    with pytest.raises(TypeError):
+        unix.EpollPwait(epfd, EventArray(1), 0, ctypes.pointer(unix.EpollEvent()))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="more than"):
+        unix.EpollPwait2(epfd, EventArray(1), 0, itertools.count(1))
 
 
 def test_pwait_restores_mask_after_failure(closed_fd: int) -> None:
