@@ -86,6 +86,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "large_bytes": [1 << 20, 16 << 20],
     "steady_size": 256,
     "steady_pause": 0.1,
+    "steady_life": [0, 0],  # seconds (uniform); 0: until the end of the run
     "life": 120.0,  # longest life of a non-steady connection, seconds
     "stall": 30.0,  # no byte back for this long with bytes in flight: failed
     "max_starts": 1_000_000,
@@ -102,6 +103,7 @@ class Conn:
         "first_echo",
         "kind",
         "last",
+        "life",
         "mask",
         "messages_left",
         "outbuf",
@@ -137,6 +139,7 @@ class Conn:
         self.shut = False
         self.first_echo = False
         self.replaces = -1  # index of the loss record this connection replaces
+        self.life = float("inf")  # steady: finish cleanly this long after the start
         self.mask = selectors.EVENT_WRITE  # what the selector watches for it (0: not registered)
 
 
@@ -224,6 +227,8 @@ class Mixed:
             conn.planned = rng.randint(*p["slow_bytes"])
         elif kind == "large":
             conn.planned = rng.randint(*p["large_bytes"])
+        elif kind == "steady" and p["steady_life"][1] > 0:
+            conn.life = rng.uniform(*p["steady_life"])
 
     def end(self, conn: Conn, how: str, why: str = "") -> None:
         """Close ``conn``, counting how it ended."""
@@ -260,8 +265,8 @@ class Mixed:
         if not self.reconnect:
             self.problem(f"{conn.kind} {conn.cid}: lost: {why}")
             return
-        if conn.kind == "steady" and not self.stopping:
-            replacement = self.open("steady", now)
+        if not self.stopping and self.by_kind[conn.kind] < self.targets[conn.kind]:
+            replacement = self.open(conn.kind, now)
             if replacement is not None:
                 replacement.replaces = index
 
@@ -371,6 +376,10 @@ class Mixed:
         del expect[:n]
         conn.verified += n
         conn.last = now
+        if not conn.first_echo:  # served: for a replacement, its loss is recovered
+            conn.first_echo = True
+            if conn.replaces >= 0:
+                self.losses[conn.replaces]["recovered"] = now
         if expect:
             return
         self.echoed(conn, now)
@@ -378,16 +387,12 @@ class Mixed:
     def echoed(self, conn: Conn, now: float) -> None:
         """Everything sent so far came back."""
         kind = conn.kind
-        if not conn.first_echo:
-            conn.first_echo = True
-            if conn.replaces >= 0:
-                self.losses[conn.replaces]["recovered"] = now
         if kind == "steady":
             if self.record_latency:
                 bucket = self.latency.setdefault(int(now), {})
                 us = int((now - conn.sent_at) * 1e6)
                 bucket[us] = bucket.get(us, 0) + 1
-            if self.stopping:
+            if self.stopping or now - conn.started >= conn.life:
                 self.shut(conn)
             else:
                 pause = self.params["steady_pause"]
@@ -458,7 +463,8 @@ class Mixed:
         if steady is None:
             return self.starts >= sum(self.targets.values())
         up = sum(1 for c in self.conns.values() if c.kind == "steady" and c.first_echo)
-        return up + steady["failed"] + steady["lost"] >= self.targets["steady"]
+        ended = steady["failed"] + steady["lost"] + steady["completed"]
+        return up + ended >= self.targets["steady"]
 
     def sweep(self, now: float) -> None:
         life, stall = self.params["life"], self.params["stall"]
