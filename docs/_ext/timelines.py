@@ -174,7 +174,7 @@ def draw(trace: dict[str, list[dict[str, Any]]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    plt.rcParams.update({"svg.hashsalt": "rawepoll", "svg.fonttype": "none", "font.size": 10})
+    plt.rcParams.update({"svg.hashsalt": "rawepoll", "svg.fonttype": "path", "font.size": 10})
     fig, lanes = plt.subplots(
         len(PROGRAMS), 1, figsize=(8.5, 8.5), sharex=True, constrained_layout=True
     )
@@ -216,6 +216,7 @@ def _draw_lane(lane: Any, program: Program, ticks: list[Tick], top: float) -> No
     """One program's lane: a bar per tick, split into read and left, and the report above it."""
     lane.set_title(program.title, loc="left", fontsize=10)
     lane.set_ylim(0, top)
+    lane.set_xlim(-0.9, len(ticks) - 0.4)  # room for the widest label, over t0
     lane.set_ylabel("bytes queued")
     lane.spines[["top", "right"]].set_visible(False)
     for i, tick in enumerate(ticks):
@@ -237,7 +238,7 @@ def _draw_lane(lane: Any, program: Program, ticks: list[Tick], top: float) -> No
             color=REPORT_COLOUR if tick.reported else "#757575",
         )
         if tick.reads:
-            what = " + ".join(str(r) for r in tick.reads if r)
+            what = ", ".join(str(r) for r in tick.reads if r)
             lane.annotate(
                 f"read {what}",
                 (i, tick.queued),
