@@ -40,8 +40,10 @@ is never its own oracle):
     attempts going; each sends one byte and is classed as ``served`` (the
     byte came back; the connection is then held), ``refused`` (reset or EOF
     before the echo: the server closed it), ``connect_failed``, or -- at the
-    end -- ``queued`` (connected, no echo yet) or ``connecting``.  Refused
-    and failed attempts are repeated until the end (at most ``attempts``).
+    end, after up to ``SETTLE`` seconds more for answers -- ``queued``
+    (connected, no echo yet: waiting in the server's accept queue) or
+    ``connecting``.  Refused and failed attempts are repeated until the end
+    (at most ``attempts``).
 
 Times are ``time.monotonic()``, which every process of the machine shares.
 """
@@ -70,6 +72,7 @@ MAX_PROBLEMS: Final = 10
 MAX_EVENTS: Final = 20000  # loss records kept
 BULK: Final = 16384  # bytes per generated bulk message
 READ_MAX: Final = 262144
+SETTLE: Final = 2.0  # flood: at the end, seconds for attempts in flight to be answered
 IP_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 ENDINGS: Final = ("completed", "reset", "lost", "failed", "mismatched")
 
@@ -645,6 +648,13 @@ class Flood:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
 
+    def settle(self, until: float) -> None:
+        """No new attempts; let those in flight be answered until ``until``."""
+        while self.pending and time.monotonic() < until:
+            for key, _ in self.selector.select(TICK * 5):
+                if key.fd in self.pending:
+                    self.event(key.fd, time.monotonic())
+
     def run(self) -> dict[str, Any]:
         start = time.monotonic()
         deadline = start + self.seconds
@@ -676,6 +686,7 @@ class Flood:
                     self.event(key.fd, now)
             if stop:
                 break
+        self.settle(time.monotonic() + SETTLE)
         counts = dict(self.counts)
         counts["queued"] = sum(1 for _, up, _ in self.pending.values() if up)
         counts["connecting"] = sum(1 for _, up, _ in self.pending.values() if not up)
