@@ -1,4 +1,9 @@
-"""Every Python example in the docs runs, and prints what it says it prints."""
+"""Every Python example in the docs runs, and prints what it says it prints.
+
+A block fenced as ```` ```python ```` runs as a script of its own; one fenced as
+```` ```python no-run ```` (a server that blocks until a signal, a fragment of a
+larger program) is shown, not run.  The site itself is tested in tests/docs/.
+"""
 
 from __future__ import annotations
 
