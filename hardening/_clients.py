@@ -23,7 +23,7 @@ is never its own oracle):
     * ``large`` -- one message of megabytes, sent while the echo comes back;
     * ``steady`` -- long-lived; one message every ``pause`` seconds until the
       end (with a latency recorded per message, in whole microseconds, per
-      second of the run), then half-close and EOF.  With size 1 and a pause
+      tenth of a second of the run), then half-close and EOF.  With size 1 and a pause
       of 1 s this is a slowloris connection.
 
     Every byte that comes back is compared with what was sent (the stream
@@ -172,7 +172,7 @@ class Mixed:
         self.mismatched_bytes = 0
         self.problems: list[str] = []
         self.losses: list[dict[str, Any]] = []
-        self.latency: dict[int, dict[int, int]] = {}  # second -> {us: count}
+        self.latency: dict[int, dict[int, int]] = {}  # tenth of a second -> {us: count}
         self.timers: list[tuple[float, int, int]] = []  # (when, cid, fd): steady sends, slow reads
         self.stopping = False
         self.starts = 0
@@ -392,7 +392,7 @@ class Mixed:
         kind = conn.kind
         if kind == "steady":
             if self.record_latency:
-                bucket = self.latency.setdefault(int(now), {})
+                bucket = self.latency.setdefault(int(now * 10), {})
                 us = int((now - conn.sent_at) * 1e6)
                 bucket[us] = bucket.get(us, 0) + 1
             if self.stopping or now - conn.started >= conn.life:

@@ -454,6 +454,15 @@ def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     sys.stdout.flush()
 
 
+def terminate_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every server and client started is stopped."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for servers that cannot take port 0)."""
     with socket.socket() as sock:

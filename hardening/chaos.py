@@ -44,6 +44,7 @@ from hardening._common import (
     print_table,
     serve_command,
     socket_count,
+    terminate_as_interrupt,
     wait_until,
 )
 
@@ -79,6 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="mean life of a long-lived connection, seconds (5): connections end cleanly "
         "and are replaced, so a replacement worker gets its share",
     )
+    parser.add_argument(
+        "--victim",
+        choices=("random", "busiest"),
+        default="random",
+        help="which worker to kill: a random one, or the one holding most connections",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     args = parser.parse_args(argv)
@@ -105,10 +112,12 @@ def written(pid: int) -> int:
     return 0
 
 
-def kill_one(server: ServerProcess, rng: random.Random, known: set[int]) -> dict[str, Any]:
-    """SIGKILL a random worker; wait for its replacement to serve."""
+def kill_one(
+    server: ServerProcess, rng: random.Random, known: set[int], busiest: bool
+) -> dict[str, Any]:
+    """SIGKILL a worker (a random one, or the one with most sockets); wait for its replacement."""
     victims = server.workers()
-    victim = rng.choice(victims)
+    victim = max(victims, key=socket_count) if busiest else rng.choice(victims)
     status_index = len(server.status_lines())
     open_before = socket_count(victim) - 1  # its connections: all but the listener
     killed_at = time.monotonic()
@@ -146,14 +155,14 @@ def kill_one(server: ServerProcess, rng: random.Random, known: set[int]) -> dict
 
 
 def attribute(kills: list[dict[str, Any]], losses: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each loss to the last kill before it; return the losses no kill explains."""
+    """Give each loss to the last kill before it; return the losses before any kill."""
     unexplained = []
     for kill in kills:
         kill.update(lost=0, lost_eof=0, lost_reset=0, recovered=0, last_recovered=kill["t"])
     times = [kill["t"] for kill in kills]
     for loss in losses:
         index = max((i for i, t in enumerate(times) if t <= loss["t"]), default=None)
-        if index is None or loss["t"] - times[index] > 5.0:
+        if index is None:
             unexplained.append(loss)
             continue
         kill = kills[index]
@@ -213,7 +222,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
                 pacer.wait(args.every * rng.uniform(0.75, 1.25) / 2)
                 if time.monotonic() + args.every / 2 > end:
                     break
-                kills.append(kill_one(server, rng, known))
+                kills.append(kill_one(server, rng, known, args.victim == "busiest"))
                 k = kills[-1]
                 say(
                     args,
@@ -358,6 +367,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    terminate_as_interrupt()
     report = chaos(args)
     if args.json:
         print_json(report)

@@ -41,6 +41,7 @@ from hardening._common import (
     print_json,
     print_table,
     serve_command,
+    terminate_as_interrupt,
     wait_until,
 )
 from rawepoll.loadgen import latency
@@ -120,13 +121,13 @@ def server_open(server: ServerProcess) -> int | None:
 def phase_histograms(
     windows: dict[str, tuple[float, float]], buckets: dict[str, dict[str, int]]
 ) -> dict[str, dict[str, float]]:
-    """Percentiles of the round trips in each window (whole seconds inside it only)."""
+    """Percentiles of the round trips in each window (whole tenths of seconds inside it)."""
     new = latency.require()
     out = {}
     for name, (start, end) in windows.items():
         histogram = new(1, latency.HIGHEST_US, 3)
-        for second, counts in buckets.items():
-            if math.ceil(start) <= int(second) and int(second) + 1 <= end:
+        for tenth, counts in buckets.items():
+            if math.ceil(start * 10) <= int(tenth) and int(tenth) + 1 <= end * 10:
                 for us, count in counts.items():
                     histogram.record_value(min(max(int(us), 1), latency.HIGHEST_US), count)
         figures = latency.percentiles(histogram)
@@ -325,6 +326,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    terminate_as_interrupt()
     report = flood(args)
     if args.json:
         print_json(report)

@@ -23,6 +23,7 @@ load (as the fitted slope predicts over that window).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from hardening._common import (
     print_table,
     sample_tree,
     serve_command,
+    terminate_as_interrupt,
     wait_until,
 )
 
@@ -78,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--large-mib", type=float, default=16.0, help="largest message, MiB (16; 1 at least)"
     )
     parser.add_argument(
+        "--slow-mib", type=float, default=8.0, help="most a slow reader sends, MiB (8)"
+    )
+    parser.add_argument(
         "--interval", type=float, default=None, help="sampling period (default: seconds / 120)"
     )
     parser.add_argument(
@@ -109,6 +114,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def client_job(args: argparse.Namespace, port: int, host: str, index: int) -> dict[str, Any]:
     large = max(1 << 20, int(args.large_mib * MIB))
+    slow = max(1 << 18, int(args.slow_mib * MIB))
     return {
         "type": "mixed",
         "host": host,
@@ -118,14 +124,17 @@ def client_job(args: argparse.Namespace, port: int, host: str, index: int) -> di
         "seed": args.seed * 1000 + index,
         "base": index << 24,
         "kinds": {kind: getattr(args, kind) for kind in KINDS},
-        "params": {"large_bytes": [min(1 << 20, large), large]},
+        "params": {
+            "large_bytes": [min(1 << 20, large), large],
+            "slow_bytes": [min(2 << 20, slow), slow],
+        },
         "sources": [f"127.0.{10 + index}.{k}" for k in range(1, 9)] if host == "127.0.0.1" else [],
     }
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak; the report (see ``verdict`` in it)."""
-    command = args.server_command.split() if args.server_command else None
+    command = shlex.split(args.server_command) if args.server_command else None
     if command is None:
         command = serve_command("--workers", str(args.workers), "--mode", args.mode)
     report: dict[str, Any] = {"seconds": args.seconds, "warmup_s": args.warmup}
@@ -302,6 +311,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    terminate_as_interrupt()
     report = soak(args)
     if args.json:
         print_json(report)

@@ -1,0 +1,65 @@
+"""A deliberately broken echo server, for proving that the hardening checks can fail.
+
+``python corrupting_echo.py flip`` echoes every connection faithfully except one
+byte: the byte at stream offset 1000 comes back with its bits inverted.
+``python corrupting_echo.py close`` echoes the first 1000 bytes of every
+connection, then closes it.  Either way the server listens on a free port of
+127.0.0.1, prints ``listening on 127.0.0.1:PORT`` and exits on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import socket
+import sys
+
+OFFSET = 1000
+
+
+def main() -> int:
+    how = sys.argv[1]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    listener.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    print(f"listening on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    seen: dict[socket.socket, int] = {}
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is listener:
+                try:
+                    sock, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                sock.setblocking(True)  # blocking writes: simple, and fine for a test
+                selector.register(sock, selectors.EVENT_READ)
+                seen[sock] = 0
+                continue
+            sock = key.fileobj  # type: ignore[assignment]
+            try:
+                data = bytearray(sock.recv(65536))
+            except OSError:
+                data = bytearray()
+            start = seen.get(sock, 0)
+            if data and start <= OFFSET < start + len(data):
+                if how == "close":
+                    data = data[: OFFSET - start]
+                else:
+                    data[OFFSET - start] ^= 0xFF
+            try:
+                if data:
+                    sock.sendall(data)
+            except OSError:
+                data = bytearray()
+            if not data or (how == "close" and start + len(data) >= OFFSET):
+                selector.unregister(sock)
+                seen.pop(sock, None)
+                sock.close()
+                continue
+            seen[sock] = start + len(data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
