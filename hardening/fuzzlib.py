@@ -644,12 +644,8 @@ class BindingFuzz:
         run()
 
     def run_for(self, seconds: float, seed: int) -> None:
-        """Batches of :attr:`ROUND` examples (seeds ``seed``, ``seed + 1``, ...) for ``seconds``."""
-        deadline = time.monotonic() + seconds
-        for offset in itertools.count():
-            if time.monotonic() >= deadline:
-                break
-            self.batch(self.ROUND, seed + offset)
+        """Batches of :attr:`ROUND` examples for ``seconds`` (see :func:`run_for`)."""
+        run_for(self.batch, self.ROUND, seconds, seed)
 
     def report(self) -> dict[str, Any]:
         """Calls per target and their outcomes; descriptors the calls left open."""
@@ -666,6 +662,26 @@ class BindingFuzz:
             "public": public_callables(),
             "leaked_fds": {fd: _describe_fd(fd) for fd in sorted(leaked)},
         }
+
+
+def run_for(
+    batch: Callable[[int, int], None],
+    examples: int,
+    seconds: float,
+    seed: int,
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
+    """Call ``batch(examples, seed + i)`` for i = 0, 1, ... until ``seconds`` pass or ``stopped()``.
+
+    A hypothesis run has a number of examples, not a duration: a budget is
+    spent in batches, each drawn from its own seed, so a run is reproducible
+    from its first seed (a longer run draws the same batches and then more).
+    """
+    deadline = time.monotonic() + seconds
+    for offset in itertools.count():
+        if time.monotonic() >= deadline or stopped():
+            break
+        batch(examples, seed + offset)
 
 
 def _describe_fd(fd: int) -> str:
