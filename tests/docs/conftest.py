@@ -24,7 +24,10 @@ def site() -> Iterator[Path]:
         yield out
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def chromium() -> None:
-    """Headless Chromium is there (else skip, or fail when CI requires it)."""
+    """Headless Chromium is there (else skip, or fail when CI requires it).
+
+    Session-scoped so that it is checked before the site is built for nothing.
+    """
     browser.require_chromium()
