@@ -2,7 +2,9 @@
 
 A block fenced as ```` ```python ```` runs as a script of its own; one fenced as
 ```` ```python no-run ```` (a server that blocks until a signal, a fragment of a
-larger program) is shown, not run.  The site itself is tested in tests/docs/.
+larger program) is shown, not run.  When every ``print(...)`` of a block ends
+with a comment, the comments are the output, line by line, and are checked.
+The site itself is tested in tests/docs/.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ BLOCKS = [
     for path in DOCS
     for index, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S))
 ]
+PRINT_SAYS = re.compile(r"^\s*print\(.*\)\s*# (?P<output>.*)$")
+
+
+def promised_output(code: str) -> list[str] | None:
+    """The lines the block's ``print`` comments promise, or None if some print has none."""
+    prints = [line for line in code.splitlines() if "print(" in line]
+    says = [PRINT_SAYS.match(line) for line in prints]
+    if not prints or not all(says):
+        return None
+    return [match["output"].rstrip() for match in says if match]
 
 
 @pytest.mark.timeout(60)
@@ -35,6 +47,9 @@ def test_example_runs(code: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    promised = promised_output(code)
+    if promised is not None:
+        assert result.stdout.splitlines() == promised
 
 
 def test_there_are_examples() -> None:
