@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 DOCS = Path(__file__).resolve().parent
 sys.path[:0] = [str(DOCS / "_ext"), str(DOCS.parent)]
@@ -56,6 +57,28 @@ autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+
+
+def _no_borrowed_docstring(  # noqa: PLR0917 -- the signature of a Sphinx event
+    app: object, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    """A constant has no docstring of its own: show its value in hex, not int's docstring."""
+    if what not in ("data", "attribute") or type(obj).__doc__ is None:
+        return
+    borrowed = type(obj).__doc__.expandtabs().strip().splitlines()
+    if [line.strip() for line in lines if line.strip()] != [
+        line.strip() for line in borrowed if line.strip()
+    ]:
+        return
+    lines.clear()
+    if type(obj) is int and obj >= 0:
+        lines.append(f"``{obj:#x}``")
+
+
+def setup(app: Any) -> None:
+    """The project's own autodoc hook."""
+    app.connect("autodoc-process-docstring", _no_borrowed_docstring)
+
 
 html_theme = "furo"
 html_title = f"rawepoll {release}"
