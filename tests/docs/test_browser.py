@@ -23,3 +23,26 @@ def test_fails_without_chromium_when_required(
     monkeypatch.setenv(browser.REQUIRE_CHROMIUM, "1")
     with pytest.raises(pytest.fail.Exception, match="requires it"):
         browser.require_chromium()
+
+
+def _page(ids: list[str], text: str = "") -> str:
+    anchors = "".join(f'<dt id="{anchor}">{anchor}</dt>' for anchor in ids)
+    return f"<html><body><dl>{anchors}</dl><p>{text}</p></body></html>"
+
+
+def test_api_checker_passes_a_complete_page() -> None:
+    assert browser.api_problems(_page(browser.expected_ids())) == []
+
+
+def test_api_checker_names_what_is_missing() -> None:
+    ids = [anchor for anchor in browser.expected_ids() if anchor != "rawepoll.loadgen.run_load"]
+    assert browser.api_problems(_page(ids)) == [
+        "the API page does not list rawepoll.loadgen.run_load"
+    ]
+
+
+def test_api_checker_sees_int_docstrings() -> None:
+    dom = _page(browser.expected_ids(), browser.BORROWED_DOCSTRING + ", or return 0")
+    assert browser.api_problems(dom) == [
+        "a constant shows int's docstring instead of its own entry"
+    ]
