@@ -37,10 +37,12 @@ is never its own oracle):
 
 ``flood``
     Opens connections as fast as the kernel lets it, keeping ``conns``
-    attempts going; each sends one byte and is classed as ``served`` (the
-    byte came back; the connection is then held), ``refused`` (reset or EOF
-    before the echo: the server closed it), ``connect_failed``, or -- at the
-    end, after up to ``SETTLE`` seconds more for answers -- ``queued``
+    connections held or being tried, at most ``FLOOD_IN_FLIGHT`` of them being
+    tried; it is ready once that many are there, or once the most it may try
+    are in flight.  Each attempt sends one byte and is classed as ``served``
+    (the byte came back; the connection is then held), ``refused`` (reset or
+    EOF before the echo: the server closed it), ``connect_failed``, or -- at
+    the end, after up to ``SETTLE`` seconds more for answers -- ``queued``
     (connected, no echo yet: waiting in the server's accept queue) or
     ``connecting``.  Refused and failed attempts are repeated until the end
     (at most ``attempts``).
@@ -68,6 +70,7 @@ from rawepoll.loadgen.payload import Payloads, first_difference
 TICK: Final = 0.01
 SWEEP: Final = 1.0
 MAX_CONNECTING: Final = 256  # connects in progress at once
+FLOOD_IN_FLIGHT: Final = 2048  # flood: attempts in progress at once
 MAX_PROBLEMS: Final = 10
 MAX_EVENTS: Final = 20000  # loss records kept
 BULK: Final = 16384  # bytes per generated bulk message
@@ -668,11 +671,14 @@ class Flood:
                 break
             while (
                 len(self.pending) + len(self.held) < self.target
-                and len(self.pending) < MAX_CONNECTING * 4
+                and len(self.pending) < FLOOD_IN_FLIGHT
                 and self.counts["attempts"] < self.attempts_max
             ):
                 self.open(now)
-            if not ready_sent and len(self.pending) + len(self.held) >= self.target:
+            at_full_force = len(self.pending) >= FLOOD_IN_FLIGHT
+            if not ready_sent and (
+                at_full_force or len(self.pending) + len(self.held) >= self.target
+            ):
                 ready_sent = True
                 emit({"event": "ready", "t": now, "open": len(self.held)})
             stop = False
