@@ -39,15 +39,6 @@ nitpick_ignore_regex = [
     # Private helpers named in signatures and docstrings: details, not documented.
     (r"py:.*", r"([\w.]+\.)?_[A-Za-z]\w*"),
 ]
-nitpick_ignore = [
-    # Tuning constants and fields of the load generator's internals, named in
-    # its module docstrings but without docstrings of their own.
-    ("py:data", "MAX_OPENING"),
-    ("py:data", "STALL_S"),
-    ("py:data", "STOP_GRACE_S"),
-    ("py:attr", "eof"),
-    ("py:attr", "Plan.guard"),
-]
 
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]

@@ -15,7 +15,10 @@ gives those links a target:
   exactly one documented object ends with (``EpollEvent``) resolves to it.
 
 What none of these rules resolves stays a warning, and ``-W -n`` makes it an
-error: a broken link is caught, not hidden.
+error: a broken link is caught, not hidden -- except a name met in the
+documentation of an internal module (the server's loop, the load generator's
+engine, ...), which is shown as plain text: those modules are documented for
+the curious, and their helpers change with every refactoring.
 """
 
 from __future__ import annotations
@@ -46,6 +49,20 @@ STDLIB_PAGES = {
     "typing": "typing",
 }
 PYTHON_DOCS = "https://docs.python.org/3/library/"
+
+# The modules whose documentation is the public API: every name they mention must resolve.
+PUBLIC_MODULES = {
+    "rawepoll",
+    "rawepoll.unix",
+    "rawepoll.events",
+    "rawepoll.epoll",
+    "rawepoll.selector",
+    "rawepoll.limits",
+    "rawepoll._asyncio",
+    "rawepoll.server",
+    "rawepoll.server.handler",
+    "rawepoll.loadgen",
+}
 
 
 class RepositoryLinks(SphinxTransform):
@@ -79,8 +96,10 @@ class RepositoryLinks(SphinxTransform):
 
 
 def _python_docs(target: str) -> str | None:
-    """The docs.python.org address of a standard-library name, if its module is known."""
+    """The docs.python.org address of a public standard-library name of a known module."""
     parts = target.split(".")
+    if any(part.startswith("_") for part in parts):
+        return None  # private (asyncio._UnixSelectorEventLoop): no page documents it
     for cut in range(len(parts), 0, -1):
         page = STDLIB_PAGES.get(".".join(parts[:cut]))
         if page is not None:
@@ -107,6 +126,19 @@ def _unique_suffix(domain: Any, target: str) -> list[str]:
     return matches if len(matches) == 1 else []
 
 
+def _internal_text(node: Any, contnode: Any) -> Any:
+    """Plain text for a name met in an internal module's documentation; None elsewhere.
+
+    The reference documents the internal modules for the curious, members and
+    all, but their helpers change with every refactoring: a helper type they
+    name and do not document is shown as text.  A name met in the public API
+    (PUBLIC_MODULES) still has to resolve, or the build fails.
+    """
+    module = node.get("py:module") or ""
+    internal = module.startswith("rawepoll.") and module not in PUBLIC_MODULES
+    return contnode if internal else None
+
+
 def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     """``missing-reference``: a re-exported rawepoll name, or the standard library."""
     if node.get("refdomain") != "py":
@@ -122,7 +154,7 @@ def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
                 return found
     url = _python_docs(target)
     if url is None:
-        return None
+        return _internal_text(node, contnode)
     ref = nodes.reference("", "", internal=False, refuri=url, reftitle=f"(in Python) {target}")
     ref += contnode
     return ref
