@@ -21,7 +21,6 @@ would only add cost on the hot path. ``restype`` is ``c_int`` for all of them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Any, Final
 
@@ -30,12 +29,21 @@ __all__ = ["LIBC", "check_signals", "errno_error", "function", "has", "last_errn
 
 def _load() -> ctypes.CDLL:
     # None means "the C library this interpreter already links against";
-    # find_library is a fallback for interpreters built in odd ways.
-    for name in (None, ctypes.util.find_library("c"), "libc.so.6"):
+    # find_library is a fallback for interpreters built in odd ways, imported
+    # only then: ctypes.util brings subprocess, tempfile and random along, and
+    # every forked server worker would carry them (random even reseeds at fork).
+    for name in (None, "libc.so.6"):
         try:
             lib = ctypes.CDLL(name, use_errno=True)
         except OSError:
             continue
+        if hasattr(lib, "epoll_create1"):
+            return lib
+    from ctypes.util import find_library  # noqa: PLC0415
+
+    found = find_library("c")
+    if found is not None:
+        lib = ctypes.CDLL(found, use_errno=True)
         if hasattr(lib, "epoll_create1"):
             return lib
     raise ImportError("rawepoll needs a C library with epoll_create1 (Linux)")
@@ -59,6 +67,8 @@ _FUNCTIONS: Final = {
     "setsockopt": (
         "int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)"
     ),
+    # For rawepoll c1m, which runs in a network namespace of its own.
+    "unshare": "int unshare(int flags)",
     # glibc >= 2.35 and Linux >= 5.11; absent elsewhere (see has()).
     "epoll_pwait2": (
         "int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents, "
