@@ -41,6 +41,7 @@ The two loops share every helper; only the turn structure differs.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import signal
 import socket
@@ -69,6 +70,7 @@ from rawepoll.unix import (
 __all__ = ["Worker", "WorkerConfig"]
 
 READ_SIZE: Final = 65536
+EVENTS: Final = 1024  # epoll events per wait
 ET_READ_BUDGET: Final = 16  # reads per connection per turn in ET mode (1 MiB)
 ACCEPT_BURST: Final = 64  # accepts per listener event in LT mode
 EMFILE_BACKOFF: Final = 0.25  # seconds without accepting after EMFILE/ENFILE
@@ -148,6 +150,27 @@ class WorkerConfig:
         self.refuse_when_full = refuse_when_full
 
 
+class WorkerMemory:
+    """A worker's big buffers, allocated before the workers are forked.
+
+    A forked worker pays in private memory for every page it writes, and the
+    first allocation of a buffer writes far more pages than the buffer holds
+    (the allocator's free lists, ctypes' type machinery): ~0.3 MiB per worker,
+    measured.  Allocated once in the supervisor, the buffers are inherited
+    copy-on-write, and a worker pays only for the pages it fills: the per-fd
+    flags as descriptors get used, the read buffer as far as reads reach.
+    The parent never writes them, so a replacement worker inherits them clean.
+    """
+
+    __slots__ = ("buffer", "events", "flags")
+
+    def __init__(self) -> None:
+        self.flags = bytearray(max(os.sysconf("SC_OPEN_MAX"), 1024))
+        self.events = EventArray(EVENTS)
+        # MAP_PRIVATE: after fork each process has its own copy, never shared.
+        self.buffer = mmap.mmap(-1, READ_SIZE, flags=mmap.MAP_PRIVATE)
+
+
 class Worker:
     """One process's share of the connections, on one :class:`rawepoll.Epoll`."""
 
@@ -159,7 +182,9 @@ class Worker:
         shared: SharedStats | None = None,
         slot: int = 0,
         log: Callable[[str], None] | None = None,
+        memory: WorkerMemory | None = None,
     ) -> None:
+        memory = memory if memory is not None else WorkerMemory()
         self.config = config
         self.listener: socket.socket | None = listener
         self.listen_fd = listener.fileno()
@@ -167,18 +192,18 @@ class Worker:
         self.shared = shared
         self.slot = slot
         self.log = log or _log_stderr
-        fd_limit = max(os.sysconf("SC_OPEN_MAX"), 1024)
-        self.flags = bytearray(fd_limit)
+        self.flags = memory.flags
+        fd_limit = len(self.flags)
         self.pending: dict[int, bytearray] = {}
         self.handlers: dict[int, Handler] = {}
         self.shared_handler: Handler | None = config.handler() if config.handler.shared else None
-        self.buffer = bytearray(READ_SIZE)
+        self.buffer = memory.buffer
         self.buffers = (self.buffer,)  # os.readv's argument, made once
         self.view = memoryview(self.buffer)
         self.hard_cap = 4 * config.high_water + 4 * READ_SIZE
         self.ep = Epoll()
         self.epfd = self.ep.fileno()
-        self.events = EventArray(1024)
+        self.events = memory.events
         self.again: list[int] = []  # ET: connections to continue next turn
         self.mode_bits = 0  # EPOLLET in ET mode, for the listener and connections
         self.conn_bits = 0  # what every connection is registered with beside IN/OUT

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from rawepoll.server.loop import Worker, WorkerConfig
+from rawepoll.server.loop import Worker, WorkerConfig, WorkerMemory
 from rawepoll.server.stats import FIELDS, SharedStats, format_line
 
 __all__ = ["run_single", "supervise"]
@@ -57,13 +57,19 @@ def run_single(
 
 
 def _child(
-    listener: socket.socket, config: WorkerConfig, mode: str, shared: SharedStats, slot: int
+    listener: socket.socket,
+    config: WorkerConfig,
+    mode: str,
+    shared: SharedStats,
+    slot: int,
+    *,
+    memory: WorkerMemory,
 ) -> None:
     """A forked worker's whole life; never returns."""
     status = 1
     try:
         shared.clear(slot)
-        worker = Worker(listener, config, shared=shared, slot=slot)
+        worker = Worker(listener, config, shared=shared, slot=slot, memory=memory)
         worker.install_signals()  # before unblocking: a forwarded SIGTERM must find them
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         worker.run_et() if mode == "et" else worker.run_lt()
@@ -91,6 +97,7 @@ def supervise(
     shared = SharedStats(workers)
     retired = dict.fromkeys(FIELDS, 0)
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    memory = WorkerMemory()  # inherited by every worker, copy-on-write
     gc.collect()
     gc.freeze()
     slots: dict[int, int] = {}  # pid -> slot
@@ -100,7 +107,7 @@ def supervise(
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(listener, config, mode, shared, slot)
+            _child(listener, config, mode, shared, slot, memory=memory)
         slots[pid] = slot
 
     for slot in range(workers):
