@@ -121,13 +121,20 @@ class Engine:
         self.problems: list[str] = []
         # Commands.
         self.go = False
+        self.more = False  # keep the connections for another round after this one
+        self.round_seconds: float | None = None  # this round's duration, if go gave one
         self.stopping = False
         self.next_report = 0
 
     # -- the process ------------------------------------------------------
 
     def run(self) -> None:
-        """Ramp, wait for ``go``, traffic, quiet check; report to the parent."""
+        """Ramp, wait for ``go``, traffic, quiet check; report to the parent.
+
+        A ``go`` that says ``more`` keeps the connections afterwards: the
+        process reports the round (kind ``round``) and waits for the next
+        ``go`` or ``stop``; the last report is always kind ``done``.
+        """
         started = _clock()
         try:
             self.ramp()
@@ -135,25 +142,38 @@ class Engine:
             if self.channel.eof:
                 return  # the parent is gone: nobody to report to
             self.channel.send(self._counts("ready", ramp_s=ramp_s))
-            seconds = cpu_s = 0.0
-            if self.await_go():
-                seconds, cpu_s = self.traffic()
-                if not self.stopping:
-                    self.quiet_check()
-            if self.channel.eof:
-                return
-            done = self._counts(
-                "done",
-                ramp_s=ramp_s,
-                seconds=seconds,
-                cpu_s=cpu_s,
-                interrupted=self.stopping,
-                problems=self.problems,
-            )
-            done["histogram"] = self.latencies.encode()
-            self.channel.send(done)
+            while True:
+                seconds = cpu_s = 0.0
+                if self.await_go():
+                    seconds, cpu_s = self.traffic()
+                    if not self.stopping:
+                        self.quiet_check()
+                if self.channel.eof:
+                    return
+                more = self.more and not self.stopping
+                report = self._counts(
+                    "round" if more else "done",
+                    ramp_s=ramp_s,
+                    seconds=seconds,
+                    cpu_s=cpu_s,
+                    interrupted=self.stopping,
+                    problems=self.problems,
+                )
+                report["histogram"] = self.latencies.encode()
+                self.channel.send(report)
+                if not more:
+                    return
+                self._next_round()
         finally:
             self.close()
+
+    def _next_round(self) -> None:
+        """Counters of the traffic start again; connections and error counts stay."""
+        self.go = self.more = False
+        self.round_seconds = None
+        self.latencies = Latencies()
+        self.sent = self.completed = self.abandoned = 0
+        self.problems = []
 
     def close(self) -> None:
         for sock in self.socks.values():
@@ -181,6 +201,9 @@ class Engine:
         for message in self.channel.receive():
             if message.get("do") == "go":
                 self.go = True
+                self.more = bool(message.get("more"))
+                seconds = message.get("seconds")
+                self.round_seconds = float(seconds) if seconds is not None else None
             elif message.get("do") == "stop":
                 self.stopping = True
         if self.channel.eof:
@@ -459,7 +482,8 @@ class Engine:
         budget = _NO_BUDGET if self.share.messages is None else self.share.messages
         cpu_start = time.process_time()
         start = _clock()
-        deadline = start + int(plan.duration * 1e9) if plan.duration is not None else 1 << 62
+        duration = self.round_seconds if self.round_seconds is not None else plan.duration
+        deadline = start + int(duration * 1e9) if duration is not None else 1 << 62
         for fd in list(self.live):
             count = min(plan.pipeline, budget)
             if count <= 0:

@@ -38,11 +38,11 @@ from rawepoll.loadgen import latency
 from rawepoll.loadgen.channel import Channel
 from rawepoll.loadgen.display import Monitor, Snapshot, TextMonitor
 from rawepoll.loadgen.engine import child_main
-from rawepoll.loadgen.plan import Plan, Share, make_plan, port_range
+from rawepoll.loadgen.plan import STALL_S, Plan, Share, make_plan, port_range
 from rawepoll.loadgen.result import LoadInterrupted, LoadResult
 from rawepoll.unix import EPOLLIN
 
-__all__ = ["execute", "prepare", "run_load"]
+__all__ = ["Holding", "execute", "prepare", "run_load"]
 
 STOP_GRACE_S: Final = 5.0  # after "stop", how long the load processes have to report
 EXIT_GRACE_S: Final = 5.0  # after its report, how long a load process has to exit
@@ -60,6 +60,7 @@ class _Child:
     channel: Channel
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
     ready: bool = False
+    round: dict[str, Any] | None = None  # the last "round" report (Holding.measure)
     done: dict[str, Any] | None = None
     failure: str | None = None
     gone: bool = False  # its control socket reached end-of-file
@@ -72,6 +73,8 @@ class _Child:
                 self.counts[name] = int(message[name])
         if kind == "ready":
             self.ready = True
+        elif kind == "round":
+            self.round = message
         elif kind == "done":
             self.done = message
         elif kind == "failed":
@@ -220,6 +223,114 @@ def execute(plan: Plan, monitor: Monitor | None = None) -> LoadResult:
     return result
 
 
+class Holding:
+    """Connections opened, verified, then held idle until :meth:`release`.
+
+    The load processes of :func:`execute` stopped after step 2, for runs that
+    measure what *idle* connections cost (``rawepoll c1m``): every connection
+    is established and its message 0 echoed and verified, then held with no
+    traffic.  A held connection is still watched: a byte nobody sent, a reset
+    or an end-of-file counts as an error in the report :meth:`release` returns.
+
+    Use as a context manager; leaving it reaps every load process, however
+    the block ends::
+
+        with Holding(plan) as held:
+            seconds = held.open(monitor, deadline)
+            ...                      # measure while the connections are held
+            result = held.release()
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.children: list[_Child] = []
+        self._ep: Epoll | None = None
+        self._by_fd: dict[int, _Child] = {}
+        self._events = EventArray(max(1, plan.procs))
+        self._connect_s = 0.0
+
+    def __enter__(self) -> Holding:
+        self.children = _spawn(self.plan)  # before the Epoll: the children need no copy of it
+        try:
+            self._ep = Epoll()
+        except BaseException:
+            _end(self.children)
+            raise
+        self._by_fd = {child.channel.fileno(): child for child in self.children}
+        for fd in self._by_fd:
+            self._ep.register(fd, EPOLLIN)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            _end(self.children)
+        finally:
+            if self._ep is not None:
+                self._ep.close()
+
+    @property
+    def pids(self) -> list[int]:
+        """The load processes."""
+        return [child.pid for child in self.children]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The counters summed over load processes, as last reported."""
+        return {name: sum(child.counts[name] for child in self.children) for name in _COUNTERS}
+
+    def open(self, monitor: Monitor | None, deadline: float) -> float:
+        """Wait until every process has its connections up (or failed); the seconds taken.
+
+        Raises:
+            TimeoutError: ``deadline`` (monotonic) passed first.
+        """
+        assert self._ep is not None, "use Holding as a context manager"
+        started = time.monotonic()
+        while not all(child.ready or child.settled for child in self.children):
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(
+                    f"{self.counts['established']} of {self.plan.conns} connections "
+                    f"established when the deadline passed"
+                )
+            _receive(self._ep, self._events, self._by_fd, min(_TICK_S, deadline - now))
+            if monitor is not None:
+                monitor.update(_snapshot(self.plan, self.children, 0.0))
+        self._connect_s = time.monotonic() - started
+        if monitor is not None:
+            monitor.update(_snapshot(self.plan, self.children, 0.0))
+        return self._connect_s
+
+    def measure(self, seconds: float) -> LoadResult:
+        """Closed-loop traffic on the held connections for ``seconds``; its figures.
+
+        The connections stay open and held afterwards.  The error and
+        mismatch counts in the result are those since the connections opened.
+
+        Raises:
+            TimeoutError: a process did not report within the round's bound.
+        """
+        assert self._ep is not None, "use Holding as a context manager"
+        for child in self.children:
+            child.round = None
+            if not child.settled:
+                _tell(child, "go", seconds=seconds, more=True)
+        deadline = time.monotonic() + seconds + 2 * STALL_S + STOP_GRACE_S
+        while not all(child.round is not None or child.settled for child in self.children):
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(f"a load process did not report a {seconds:g} s round")
+            _receive(self._ep, self._events, self._by_fd, min(_TICK_S, deadline - now))
+        return _merge(self.plan, self.children, self._connect_s, False, False, pick=_round)
+
+    def release(self) -> LoadResult:
+        """Tell every process to stop, collect the reports, merge them."""
+        assert self._ep is not None, "use Holding as a context manager"
+        _stop(self.children)
+        _collect(self.children, self._ep, time.monotonic() + STOP_GRACE_S)
+        return _merge(self.plan, self.children, self._connect_s, False, False)
+
+
 # -- the load processes -----------------------------------------------------
 
 
@@ -295,9 +406,9 @@ def _receive(ep: Epoll, events: EventArray, by_fd: dict[int, _Child], timeout: f
             ep.unregister(fd)
 
 
-def _tell(child: _Child, what: str) -> None:
+def _tell(child: _Child, what: str, **more: Any) -> None:
     try:
-        child.channel.send({"do": what})
+        child.channel.send({"do": what, **more})
     except OSError:
         pass  # it is gone; its end-of-file says so
 
@@ -386,14 +497,30 @@ def _snapshot(plan: Plan, children: list[_Child], went: float) -> Snapshot:
     )
 
 
+def _round(child: _Child) -> dict[str, Any] | None:
+    return child.round
+
+
+def _final(child: _Child) -> dict[str, Any] | None:
+    return child.done
+
+
 def _merge(
-    plan: Plan, children: list[_Child], connect_s: float, guard_expired: bool, interrupted: bool
+    plan: Plan,
+    children: list[_Child],
+    connect_s: float,
+    guard_expired: bool,
+    interrupted: bool,
+    *,
+    pick: Callable[[_Child], dict[str, Any] | None] = _final,
 ) -> LoadResult:
+    """One result from each child's report (``pick``: the final one unless told)."""
     problems: list[str] = []
     errors = 0
     for child in children:
-        if child.done is not None:
-            problems.extend(str(text) for text in child.done.get("problems", []))
+        report = pick(child)
+        if report is not None:
+            problems.extend(str(text) for text in report.get("problems", []))
         elif child.failure is not None:
             errors += 1
             problems.append(f"load process {child.share.index} failed: {child.failure}")
@@ -403,7 +530,7 @@ def _merge(
     if guard_expired:
         errors += 1
         problems.append(f"the wall-clock guard of {plan.guard:g} s expired: run stopped")
-    reports = [child.done for child in children if child.done is not None]
+    reports = [report for report in map(pick, children) if report is not None]
     messages = sum(int(report["messages"]) for report in reports)
     seconds = max((float(report["seconds"]) for report in reports), default=0.0)
     histogram = latency.merge(str(report["histogram"]) for report in reports)
