@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["non_negative_seconds", "port", "positive_int", "positive_seconds"]
+__all__ = ["non_negative_int", "non_negative_seconds", "port", "positive_int", "positive_seconds"]
 
 
 def positive_int(text: str) -> int:
@@ -37,4 +37,12 @@ def port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
