@@ -66,9 +66,21 @@ def _no_borrowed_docstring(  # noqa: PLR0917 -- the signature of a Sphinx event
         lines.append(f"``{obj:#x}``")
 
 
+def _all_pages_when_the_index_changes(
+    app: Any, env: Any, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Every page carries the navigation of index.md: rebuild them all when it changes.
+
+    (Sphinx would otherwise keep the old sidebar on pages it has no other reason to
+    rewrite, in an incremental ``make docs``.)
+    """
+    return sorted(env.found_docs) if "index" in added | changed else []
+
+
 def setup(app: Any) -> None:
-    """The project's own autodoc hook."""
+    """The project's own hooks."""
     app.connect("autodoc-process-docstring", _no_borrowed_docstring)
+    app.connect("env-get-outdated", _all_pages_when_the_index_changes)
 
 
 html_theme = "furo"
