@@ -49,6 +49,10 @@ autodoc_typehints_format = "short"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
+html_theme = "furo"
+html_title = f"rawepoll {release}"
+html_show_sourcelink = False
+
 
 def _no_borrowed_docstring(  # noqa: PLR0917 -- the signature of a Sphinx event
     app: object, what: str, name: str, obj: object, options: object, lines: list[str]
@@ -81,8 +85,3 @@ def setup(app: Any) -> None:
     """The project's own hooks."""
     app.connect("autodoc-process-docstring", _no_borrowed_docstring)
     app.connect("env-get-outdated", _all_pages_when_the_index_changes)
-
-
-html_theme = "furo"
-html_title = f"rawepoll {release}"
-html_show_sourcelink = False
