@@ -49,7 +49,7 @@ from hardening._common import (
 )
 
 DIED_RE = re.compile(r"worker (\d+) \(pid (\d+)\) died")
-PROBE_BOUND = 10.0  # seconds for a replacement to appear, accept, serve
+PROBE_BOUND = 30.0  # seconds for a replacement to appear, accept, serve
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from .conftest import run_tool
+from hardening_runs import run_tool
 
 
 @pytest.mark.timeout(120)

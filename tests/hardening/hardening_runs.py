@@ -1,8 +1,14 @@
-"""Running the hardening tools (``python -m hardening.X --json``) as a child, bounded.
+"""Running the hardening tools (``python -m hardening.X --json``) as children, bounded.
 
 A tool starts servers and client processes of its own, each in a session of
 its own; on SIGTERM it unwinds and stops every one of them.  So a run that
 overstays its bound gets SIGTERM first, then SIGKILL.
+
+This folder has neither ``__init__.py`` nor ``conftest.py`` on purpose.  As a
+package it would be imported under the name ``hardening`` (``tests/`` is not a
+package) and hide the real ``hardening`` package from the tests that import
+it; a ``conftest.py`` here would be imported as ``conftest`` and hide
+``tests/conftest.py``.  So the test modules import this one by its own name.
 """
 
 from __future__ import annotations
@@ -63,6 +69,6 @@ def run_tool(module: str, *args: str, bound: float = 60.0) -> ToolRun:
     return ToolRun(proc.returncode, report, err)
 
 
-def corrupting_server(how: str) -> str:
+def corrupting_command(how: str) -> str:
     """The command line of the broken echo server (``flip`` or ``close``)."""
     return f"{sys.executable} {os.path.join(HERE, 'corrupting_echo.py')} {how}"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from .conftest import corrupting_server, run_tool
+from hardening_runs import corrupting_command, run_tool
 
 ENDINGS = ("completed", "reset", "lost", "failed", "mismatched")
 SHORT = (
@@ -55,7 +54,7 @@ def test_soak_verifies_every_byte_and_counts_add_up() -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["flip", "close"])
 def test_soak_fails_against_a_broken_server(how: str) -> None:
-    run = run_tool("soak", *SHORT, "--server-command", corrupting_server(how), bound=90)
+    run = run_tool("soak", *SHORT, "--server-command", corrupting_command(how), bound=90)
     report = run.report
     assert run.returncode == 1, run.describe()
     assert not report["verdict"]["ok"]
