@@ -116,7 +116,9 @@ def kill_one(
     server: ServerProcess, rng: random.Random, known: set[int], busiest: bool
 ) -> dict[str, Any]:
     """SIGKILL a worker (a random one, or the one with most sockets); wait for its replacement."""
-    victims = server.workers()
+    victims: list[int] = []
+    if not wait_until(lambda: victims.extend(server.workers()) or victims, PROBE_BOUND):
+        raise RuntimeError(f"no worker to kill\n{server.describe()}")
     victim = max(victims, key=socket_count) if busiest else rng.choice(victims)
     status_index = len(server.status_lines())
     open_before = socket_count(victim) - 1  # its connections: all but the listener
