@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["non_negative_int", "non_negative_seconds", "port", "positive_int", "positive_seconds"]
+__all__ = [
+    "non_negative_float",
+    "non_negative_int",
+    "non_negative_seconds",
+    "port",
+    "positive_int",
+    "positive_seconds",
+]
 
 
 def positive_int(text: str) -> int:
@@ -37,6 +44,14 @@ def port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0."""
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 

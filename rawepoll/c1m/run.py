@@ -9,7 +9,9 @@ The sequence, every step bounded in time:
    requires (``ceil(conns / (limit - 32))``), one listener shared with
    ``EPOLLEXCLUSIVE``, in a session of its own (the run stops it, not Ctrl-C);
 4. **baseline** -- ``active`` connections echo for ``baseline`` seconds with
-   nothing else open: their latency percentiles;
+   nothing else open, each sending ``rate`` messages a second (paced, so the
+   machine is not saturated and latency is service time, not queueing):
+   their latency percentiles;
 5. **open** -- ``conns - active`` connections over as many load processes as
    the descriptor limit requires and enough source addresses of 127.0.0.0/8
    to use at most a quarter of each one's client ports; each connection's
@@ -19,8 +21,9 @@ The sequence, every step bounded in time:
    ``active`` connections echo again for ``hold`` seconds while the others
    sit idle: epoll's promise is that they cost the active ones nothing;
 7. **release** -- the held connections report (a reset, an end-of-file or a
-   stray byte during the hold is an error) and close; the server is stopped
-   with SIGTERM and must exit cleanly.
+   stray byte during the hold is an error) and close; the active set's
+   baseline is measured once more (drift check); the server is stopped with
+   SIGTERM and must exit cleanly.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class C1MConfig:
     conns: int = 1_000_000
     hold: float = 30.0
     active: int = 1000
+    rate: float = 10.0  # messages a second per active connection; 0: closed loop, saturating
     baseline: float = 10.0
     size: int = 64
     mode: str = "lt"
@@ -82,6 +86,8 @@ class C1MConfig:
             value = getattr(self, name)
             if not (0 < value < math.inf):
                 raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+        if not 0 <= self.rate < math.inf:
+            raise ValueError(f"--active-rate must be 0 or more, got {self.rate}")
         if self.mode not in ("lt", "et"):
             raise ValueError(f"--mode must be lt or et, got {self.mode!r}")
 
@@ -96,8 +102,8 @@ class C1MResult:
     verified: int
     seconds_to_establish: float
     connect_rate: float
-    open_cpu_user_s: float  # server and load processes while the connections opened
-    open_cpu_system_s: float
+    open_server_cpu_s: tuple[float, float]  # (user, system) while the connections opened
+    open_load_cpu_s: tuple[float, float]
     server_rss_bytes: int
     server_pss_bytes: int
     server_pss_idle_bytes: int  # before any connection
@@ -108,6 +114,9 @@ class C1MResult:
     active_p99_us: float
     baseline_p50_us: float
     baseline_p99_us: float
+    baseline_after_p50_us: float  # the same, once the held connections are closed again
+    baseline_after_p99_us: float
+    active_rate: float  # messages a second per active connection (0: closed loop)
     active_messages: int
     baseline_messages: int
     errors: int
@@ -214,6 +223,7 @@ def run_c1m(
     netns.enter(config.keep_netns)
     where = f"network namespace {config.keep_netns}" if config.keep_netns else "a private netns"
     fd_limit = SetLimit()
+    interval = 1 / config.rate if config.rate else 0.0
     procs = plan_processes(config.conns, config.active, fd_limit, port_range())
     say(
         f"{where}: {config.conns:,} connections = {procs.workers} server workers, "
@@ -235,20 +245,25 @@ def run_c1m(
             if config.active:
                 active = stack.enter_context(Holding(_plan(config, port, config.active, 1, ())))
                 active.open(None, time.monotonic() + 60 + config.active / 1000)
-                baseline = active.measure(config.baseline)
+                baseline = active.measure(config.baseline, interval)
                 _say_round(say, "baseline, only the active set open", baseline)
             held_plan = _plan(
                 config, port, config.conns - config.active, procs.load_procs, procs.sources
             )
             with Holding(held_plan) as holding:
-                cpu_before = measure.process_tree_cpu([server.pid, *holding.pids])
+                server_cpu = measure.process_tree_cpu([server.pid])
+                load_cpu = measure.process_tree_cpu(holding.pids)
                 seconds = holding.open(monitor(held_plan.conns), _open_deadline(held_plan.conns))
-                user, system = measure.process_tree_cpu([server.pid, *holding.pids])
+                server_cpu = _spent(server_cpu, measure.process_tree_cpu([server.pid]))
+                load_cpu = _spent(load_cpu, measure.process_tree_cpu(holding.pids))
                 counts = holding.counts
+                each = 1e6 / max(1, counts["established"])
                 say(
                     f"open: {counts['established']:,} established and verified in {seconds:.1f} s "
                     f"({counts['established'] / seconds:,.0f}/s), {counts['errors']} errors; "
-                    f"CPU {user - cpu_before[0]:.0f} s user + {system - cpu_before[1]:.0f} s system"
+                    f"CPU per connection: server {server_cpu[0] * each:.0f} us user + "
+                    f"{server_cpu[1] * each:.0f} us system, load {load_cpu[0] * each:.0f} us user"
+                    f" + {load_cpu[1] * each:.0f} us system"
                 )
                 full = measure.process_tree_memory(server.pid)
                 slab_after = measure.slab_bytes()
@@ -258,13 +273,16 @@ def run_c1m(
                     f"kernel slab +{(slab_after - slab_before) / 2**20:,.0f} MiB"
                 )
                 if active is not None:
-                    loaded = active.measure(config.hold)
+                    loaded = active.measure(config.hold, interval)
                     _say_round(say, "hold, every connection open", loaded)
                 else:
                     time.sleep(config.hold)  # holding is the point: nothing to measure meanwhile
                 released = holding.release()
+            say(f"release: {released.established:,} held connections reported and closed")
+            if active is not None:
+                after = active.measure(config.baseline, interval)
+                _say_round(say, "baseline again, the held connections closed", after)
             finals = [released] if active is None else [released, active.release()]
-        say(f"release: {released.established:,} held connections reported, closing")
         stopped = server.stop()
     finally:
         server.kill()
@@ -277,8 +295,8 @@ def run_c1m(
         verified=established,  # established means: message 0 echoed and verified
         seconds_to_establish=seconds,
         connect_rate=released.established / seconds if seconds > 0 else 0.0,
-        open_cpu_user_s=user - cpu_before[0],
-        open_cpu_system_s=system - cpu_before[1],
+        open_server_cpu_s=server_cpu,
+        open_load_cpu_s=load_cpu,
         server_rss_bytes=full.rss_bytes,
         server_pss_bytes=full.pss_bytes,
         server_pss_idle_bytes=idle.pss_bytes,
@@ -289,6 +307,9 @@ def run_c1m(
         active_p99_us=loaded.p99_us if active else 0.0,
         baseline_p50_us=baseline.p50_us if active else 0.0,
         baseline_p99_us=baseline.p99_us if active else 0.0,
+        baseline_after_p50_us=after.p50_us if active else 0.0,
+        baseline_after_p99_us=after.p99_us if active else 0.0,
+        active_rate=config.rate,
         active_messages=loaded.messages if active else 0,
         baseline_messages=baseline.messages if active else 0,
         errors=sum(r.errors for r in finals),
@@ -305,6 +326,10 @@ def run_c1m(
         sysctls={name: netns.read_sysctl(name) for name in netns.SYSCTLS},
         problems=[p for r in finals for p in r.problems],
     )
+
+
+def _spent(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
 
 
 def _open_deadline(conns: int) -> float:

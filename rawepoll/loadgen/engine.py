@@ -123,6 +123,7 @@ class Engine:
         self.go = False
         self.more = False  # keep the connections for another round after this one
         self.round_seconds: float | None = None  # this round's duration, if go gave one
+        self.round_interval = 0  # ns between an echo and the next message; 0: at once
         self.stopping = False
         self.next_report = 0
 
@@ -171,6 +172,7 @@ class Engine:
         """Counters of the traffic start again; connections and error counts stay."""
         self.go = self.more = False
         self.round_seconds = None
+        self.round_interval = 0
         self.latencies = Latencies()
         self.sent = self.completed = self.abandoned = 0
         self.problems = []
@@ -204,6 +206,7 @@ class Engine:
                 self.more = bool(message.get("more"))
                 seconds = message.get("seconds")
                 self.round_seconds = float(seconds) if seconds is not None else None
+                self.round_interval = int(float(message.get("interval", 0)) * 1e9)
             elif message.get("do") == "stop":
                 self.stopping = True
         if self.channel.eof:
@@ -476,7 +479,12 @@ class Engine:
         return not self.stopping
 
     def traffic(self) -> tuple[float, float]:
-        """The measured closed loop; returns (seconds, CPU seconds of this process)."""
+        """The measured closed loop; returns (seconds, CPU seconds of this process).
+
+        With a round ``interval`` (``go`` says it) each connection waits that
+        long after an echo before its next message: a paced load, so latency
+        can be measured below saturation.
+        """
         plan = self.plan
         size = plan.size
         budget = _NO_BUDGET if self.share.messages is None else self.share.messages
@@ -484,7 +492,14 @@ class Engine:
         start = _clock()
         duration = self.round_seconds if self.round_seconds is not None else plan.duration
         deadline = start + int(duration * 1e9) if duration is not None else 1 << 62
-        for fd in list(self.live):
+        interval = self.round_interval
+        paced: deque[tuple[int, int, int]] = deque()  # (when, fd, count): due in time order
+        live = list(self.live)
+        if interval:  # paced: first messages spread over one interval, not one burst
+            for k, fd in enumerate(live):
+                paced.append((start + interval * k // len(live), fd, plan.pipeline))
+            live = []
+        for fd in live:
             count = min(plan.pipeline, budget)
             if count <= 0:
                 break
@@ -509,8 +524,11 @@ class Engine:
         clock = _clock
         completed = 0
         sent = self.sent
-        while sent - completed - self.abandoned > 0:
-            n = wait(events, TICK_S)
+        while sent - completed - self.abandoned > 0 or paced:
+            timeout = TICK_S
+            if paced:
+                timeout = min(TICK_S, max(0.0, (paced[0][0] - clock()) / 1e9))
+            n = wait(events, timeout)
             for fd, mask in ready(n):
                 if mask & EPOLLOUT and (not flush(fd) or not mask & _READABLE):
                     continue
@@ -549,6 +567,9 @@ class Engine:
                 completed += done
                 if not sending:
                     continue
+                if interval:
+                    paced.append((now + interval, fd, done))
+                    continue
                 # send(fd, done, now), written out: this is once per message.
                 if done >= budget:
                     done, sending = budget, False
@@ -577,8 +598,18 @@ class Engine:
                 if written < len(data):
                     self._backlog(fd, data, written)
             now = clock()
+            while paced and paced[0][0] <= now:
+                _, fd, count = paced.popleft()
+                count = min(count, budget)
+                if not sending or count <= 0 or expect[fd] is None:
+                    continue  # stopped, budget spent, or the connection failed meanwhile
+                budget -= count
+                sending = budget > 0
+                sent += count
+                self.send(fd, count, now)
             if now >= deadline or self.stopping:
                 sending = False
+                paced.clear()
                 if self.stopping and stop_at == 1 << 62:
                     stop_at = now + int(STOP_DRAIN_S * 1e9)
             if now >= next_sweep:

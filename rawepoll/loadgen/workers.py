@@ -301,9 +301,12 @@ class Holding:
             monitor.update(_snapshot(self.plan, self.children, 0.0))
         return self._connect_s
 
-    def measure(self, seconds: float) -> LoadResult:
+    def measure(self, seconds: float, interval: float = 0.0) -> LoadResult:
         """Closed-loop traffic on the held connections for ``seconds``; its figures.
 
+        ``interval`` > 0 paces it: each connection sends its next message that
+        many seconds after an echo instead of at once (so the offered load is
+        about ``conns / interval`` messages a second, below saturation).
         The connections stay open and held afterwards.  The error and
         mismatch counts in the result are those since the connections opened.
 
@@ -314,7 +317,7 @@ class Holding:
         for child in self.children:
             child.round = None
             if not child.settled:
-                _tell(child, "go", seconds=seconds, more=True)
+                _tell(child, "go", seconds=seconds, more=True, interval=interval)
         deadline = time.monotonic() + seconds + 2 * STALL_S + STOP_GRACE_S
         while not all(child.round is not None or child.settled for child in self.children):
             now = time.monotonic()
