@@ -97,7 +97,9 @@ def test_a_short_run_of_every_target_finds_nothing() -> None:
         assert target["findings"] == [], name
         assert target["calls"] > 0, name
         assert target["returncode"] == 0, name
-    assert set(targets["binding"]["per_target"]) == set(targets["binding"]["targets"])
+    # Whether every public callable is in the binding's table is a finding of its own;
+    # that a run calls each one is tests/test_fuzz.py's (a few seconds may not).
+    assert set(targets["binding"]["public"]) <= set(targets["binding"]["targets"])
     assert set(targets["handlers"]["per_target"]) == {"echo", "upper"}
     for name in ("server-lt", "server-et"):
         assert targets[name]["bytes_verified"] > 0
