@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seconds",
         type=_positive_seconds,
         default=300.0,
-        help="total fuzzing time, shared equally among the targets (default 300)",
+        help="total fuzzing time (default 300): each target in turn gets an equal share "
+        "of what is left",
     )
     parser.add_argument(
         "--seed",
