@@ -25,6 +25,7 @@ __all__ = [
     "process_tree_cpu",
     "process_tree_memory",
     "slab_bytes",
+    "tcp_sockstat",
 ]
 
 EXTRA_HINT = "install the bench extra: pip install 'rawepoll[bench]'"
@@ -109,3 +110,14 @@ def file_handles() -> tuple[int, int]:
     """``(allocated, fs.file-max)``: open file structures machine-wide, and the cap."""
     allocated, _, maximum = Path("/proc/sys/fs/file-nr").read_text().split()
     return int(allocated), int(maximum)
+
+
+def tcp_sockstat() -> dict[str, int]:
+    """The ``TCP:`` line of ``/proc/net/sockstat``: ``inuse``, ``orphan``, ``tw``, ``alloc``,
+    ``mem`` (pages of socket buffers) -- of the reading process's network namespace.
+    """
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            words = line.split()[1:]
+            return {words[k]: int(words[k + 1]) for k in range(0, len(words) - 1, 2)}
+    return {}

@@ -55,6 +55,7 @@ class ServerConfig:
     idle_timeout: float = 0.0
     drain_timeout: float = 10.0
     backlog: int = 4096
+    balance: str = "rotate"
     stats_interval: float = 0.0
     handler: type[Handler] = EchoHandler
     high_water: int = 262144
@@ -65,6 +66,8 @@ class ServerConfig:
         """Raise ``ValueError`` naming the first setting that makes no sense."""
         if self.mode not in ("lt", "et"):
             raise ValueError(f"mode must be 'lt' or 'et', not {self.mode!r}")
+        if self.balance not in ("rotate", "fill"):
+            raise ValueError(f"balance must be 'rotate' or 'fill', not {self.balance!r}")
         if not (isinstance(self.workers, int) and self.workers >= 1) and self.workers != "auto":
             raise ValueError(f"workers must be a positive integer or 'auto', not {self.workers!r}")
         if self.max_conns is not None and self.max_conns < 1:
@@ -114,6 +117,7 @@ def serve(config: ServerConfig) -> int:
         stats_interval=config.stats_interval,
         is_tcp=is_tcp,
         exclusive=workers > 1,
+        rotate=config.balance == "rotate",
         refuse_when_full=workers == 1,
     )
     where = listen.describe(listener)

@@ -101,6 +101,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="listen() backlog (default 4096; the kernel caps it at somaxconn)",
     )
     parser.add_argument(
+        "--balance",
+        choices=("rotate", "fill"),
+        default="rotate",
+        help="how workers share new connections: rotate (default) moves a worker to the "
+        "back of the listener's queue after each accept batch, so workers take turns and "
+        "active connections spread evenly; fill lets the first idle worker take "
+        "connections until it is full, in bigger batches -- cheaper per connection when "
+        "there are very many mostly idle ones (rawepoll c1m uses it)",
+    )
+    parser.add_argument(
         "--stats-interval",
         type=non_negative_seconds,
         default=0.0,
@@ -145,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         drain_timeout=args.drain_timeout,
         backlog=args.backlog,
+        balance=args.balance,
         stats_interval=args.stats_interval,
         high_water=args.high_water,
         low_water=args.low_water,

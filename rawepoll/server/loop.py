@@ -121,6 +121,7 @@ class WorkerConfig:
         "low_water",
         "max_conns",
         "refuse_when_full",
+        "rotate",
         "stats_interval",
     )
 
@@ -137,6 +138,7 @@ class WorkerConfig:
         is_tcp: bool,
         exclusive: bool,
         refuse_when_full: bool,
+        rotate: bool = True,
     ) -> None:
         self.handler = handler
         self.max_conns = max_conns
@@ -148,6 +150,7 @@ class WorkerConfig:
         self.is_tcp = is_tcp
         self.exclusive = exclusive
         self.refuse_when_full = refuse_when_full
+        self.rotate = rotate
 
 
 class WorkerMemory:
@@ -288,7 +291,7 @@ class Worker:
             stats.accepted += 1
             if idle is not None:
                 idle.touch(fd)
-        if took and config.exclusive and self.accepting:
+        if took and config.exclusive and config.rotate and self.accepting:
             self._rotate()
 
     def _rotate(self) -> None:
@@ -298,7 +301,9 @@ class Worker:
         socket, so without this the oldest worker takes nearly every new
         connection while it keeps up (measured: 3,999 of 4,000 over 4
         workers).  Re-registering moves this worker's entry to the tail:
-        workers take connections in turn.
+        workers take connections in turn.  ``--balance fill`` skips it: the
+        first worker then takes connections until it is full, in large
+        batches, which is cheaper when connections are many and mostly idle.
         """
         self._stop_accepting()
         self._start_accepting()
