@@ -276,12 +276,15 @@ class Engine:
 
     def _connected(self, fd: int, events: int) -> None:
         """The outcome of a connect: send message 0, or count the failure."""
-        code = self.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._fail(fd, f"connect: {os.strerror(code)}")
-            return
-        if not events & EPOLLOUT:
-            return  # not decided yet
+        if events & (EPOLLERR | EPOLLHUP) or not events & EPOLLOUT:
+            # A failed connect always sets EPOLLERR; writable alone means it
+            # succeeded, and asking SO_ERROR would cost a syscall per connection.
+            code = self.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._fail(fd, f"connect: {os.strerror(code)}")
+                return
+            if not events & EPOLLOUT:
+                return  # not decided yet
         self.connected += 1
         self.state[fd] = OPENING
         self.ep.modify(fd, EPOLLIN)
