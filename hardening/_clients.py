@@ -508,11 +508,11 @@ class Mixed:
             if self.timers:
                 wait = max(0.0, min(wait, self.timers[0][0] - now))
             for key, events in self.selector.select(wait):
-                conn = key.data
+                conn: Conn | None = key.data
                 if conn is None:
                     self.read_stdin(stdin, now)
                     continue
-                if self.conns.get(key.fd) is not conn:
+                if key.fd not in self.conns or self.conns[key.fd] is not conn:
                     continue  # ended earlier in this batch
                 if not conn.connected:
                     self.connected(conn, now)
@@ -525,9 +525,9 @@ class Mixed:
             now = time.monotonic()
             while self.timers and self.timers[0][0] <= now:
                 _, cid, fd = heapq.heappop(self.timers)
-                conn = self.conns.get(fd)
-                if conn is not None and conn.cid == cid:
-                    self.timer(conn, now)
+                due = self.conns.get(fd)
+                if due is not None and due.cid == cid:
+                    self.timer(due, now)
             if now >= next_sweep:
                 next_sweep = now + SWEEP
                 self.sweep(now)

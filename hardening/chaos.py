@@ -117,7 +117,12 @@ def kill_one(
 ) -> dict[str, Any]:
     """SIGKILL a worker (a random one, or the one with most sockets); wait for its replacement."""
     victims: list[int] = []
-    if not wait_until(lambda: victims.extend(server.workers()) or victims, PROBE_BOUND):
+
+    def found() -> bool:
+        victims[:] = server.workers()
+        return bool(victims)
+
+    if not wait_until(found, PROBE_BOUND):
         raise RuntimeError(f"no worker to kill\n{server.describe()}")
     victim = max(victims, key=socket_count) if busiest else rng.choice(victims)
     status_index = len(server.status_lines())
