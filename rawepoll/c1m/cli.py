@@ -93,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the server's mode: level- or edge-triggered (default lt)",
     )
     parser.add_argument(
+        "--balance",
+        choices=("fill", "rotate"),
+        default="fill",
+        help="the server's --balance: fill (default) lets one worker accept until it is "
+        "full, in batches; rotate spreads connections over the workers as they come",
+    )
+    parser.add_argument(
         "--keep-netns",
         metavar="NAME",
         nargs="?",
@@ -141,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         rate=args.active_rate,
         baseline=args.baseline,
         mode=args.mode,
+        balance=args.balance,
         keep_netns=args.keep_netns,
     )
     out = sys.stderr if args.json else sys.stdout

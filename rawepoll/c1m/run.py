@@ -74,6 +74,7 @@ class C1MConfig:
     baseline: float = 10.0
     size: int = 64
     mode: str = "lt"
+    balance: str = "fill"
     keep_netns: str | None = None
 
     def check(self) -> None:
@@ -90,6 +91,8 @@ class C1MConfig:
             raise ValueError(f"--active-rate must be 0 or more, got {self.rate}")
         if self.mode not in ("lt", "et"):
             raise ValueError(f"--mode must be lt or et, got {self.mode!r}")
+        if self.balance not in ("fill", "rotate"):
+            raise ValueError(f"--balance must be fill or rotate, got {self.balance!r}")
 
 
 @dataclass
@@ -230,7 +233,7 @@ def run_c1m(
         f"{procs.load_procs} load processes over {len(procs.sources)} source addresses "
         f"(RLIMIT_NOFILE {fd_limit}, {port_range()} client ports per address)"
     )
-    server = _Server(procs.workers, config.mode)
+    server = _Server(procs.workers, config.mode, config.balance)
     try:
         port = server.start()
         slab_before = measure.slab_bytes()
@@ -385,7 +388,7 @@ def _say_round(say: Callable[[str], None], label: str, result: LoadResult) -> No
 class _Server:
     """``rawepoll serve`` as a child in its own session: started, stopped, killed."""
 
-    def __init__(self, workers: int, mode: str) -> None:
+    def __init__(self, workers: int, mode: str, balance: str) -> None:
         self.command = [
             sys.executable,
             "-m",
@@ -402,7 +405,7 @@ class _Server:
             "--backlog",
             "65535",
             "--balance",
-            "fill",
+            balance,
             "--drain-timeout",
             "10",
         ]

@@ -194,6 +194,8 @@ def test_interrupt_stops_every_process() -> None:
         text=True,
         env=_env(),
         start_new_session=True,
+        # SIGINT's default action, even when this test runs under a shell that ignores it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )  # fmt: skip
     try:
         assert proc.stdout is not None
