@@ -100,6 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "full, in batches; rotate spreads connections over the workers as they come",
     )
     parser.add_argument(
+        "--ehash",
+        type=non_negative_int,
+        metavar="BUCKETS",
+        help="size of the namespace's own table of established TCP sockets "
+        "(net.ipv4.tcp_child_ehash_entries, set on the host only for the instant the "
+        "namespace is made); default: the power of two at or above two per connection; "
+        "0 shares the host's table, sized at boot",
+    )
+    parser.add_argument(
         "--keep-netns",
         metavar="NAME",
         nargs="?",
@@ -149,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         mode=args.mode,
         balance=args.balance,
+        ehash=args.ehash,
         keep_netns=args.keep_netns,
     )
     out = sys.stderr if args.json else sys.stdout

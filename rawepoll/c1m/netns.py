@@ -14,6 +14,12 @@ calling thread into a new network namespace.  What the run relies on:
     accept queue and the SYN queue of the one listening socket take bursts
     of tens of thousands of connects without dropping any;
 
+* the namespace may get its **own table of established TCP sockets**:
+  ``net.ipv4.tcp_child_ehash_entries`` (Linux 6.1), set in the parent
+  namespace just before ``unshare`` and put back right after, sizes the new
+  namespace's hash table.  Otherwise it shares the host's, sized at boot for
+  the host's memory (262,144 buckets here) -- two million sockets on
+  loopback make every lookup walk chains of ~8;
 * no netfilter rule exists in a new namespace, so connection tracking never
   registers its hooks there: a million connections leave no conntrack entry;
 * the namespace lives as long as a process is in it: when the run's last
@@ -38,7 +44,7 @@ from typing import Final
 
 from rawepoll import _libc
 
-__all__ = ["SYSCTLS", "conntrack_entries", "enter", "read_sysctl", "why_not"]
+__all__ = ["REPORTED", "SYSCTLS", "conntrack_entries", "enter", "read_sysctl", "why_not"]
 
 CLONE_NEWNET: Final = 0x40000000
 SIOCGIFFLAGS: Final = 0x8913
@@ -52,6 +58,10 @@ SYSCTLS: Final = {
     "net/ipv4/tcp_max_syn_backlog": "65535",
 }
 
+# What a report shows of the namespace: the settings above, and the size of its
+# TCP hash table (negative: it shares the host's).
+REPORTED: Final = (*SYSCTLS, "net/ipv4/tcp_ehash_entries")
+
 _unshare = _libc.function("unshare", blocking=False)
 
 
@@ -62,18 +72,35 @@ def why_not() -> str | None:
     return None
 
 
-def enter(keep: str | None = None) -> None:
+def enter(keep: str | None = None, ehash_buckets: int = 0) -> None:
     """Move this process into a new network namespace and set it up.
 
     Args:
         keep: a name to attach the namespace under (``/run/netns/NAME``), so
             it outlives this process; None lets it vanish with the run.
+        ehash_buckets: the size of the namespace's own established-socket hash
+            table (rounded up to a power of two by the kernel, 128 .. 2**24);
+            0 shares the host's.  Ignored on kernels without the setting.
 
     Raises:
         OSError: ``unshare`` or a setting failed (EPERM without root).
     """
-    if _unshare(CLONE_NEWNET) != 0:
-        raise _libc.errno_error()
+    child_ehash = Path("/proc/sys/net/ipv4/tcp_child_ehash_entries")
+    if ehash_buckets and child_ehash.exists():
+        # Opened before unshare: the file stays the parent namespace's setting.
+        with child_ehash.open("r+") as setting:
+            previous = setting.read().strip()
+            setting.seek(0)
+            setting.write(f"{ehash_buckets}\n")
+            setting.flush()
+            try:
+                _enter()
+            finally:
+                setting.seek(0)
+                setting.write(previous + "\n")
+                setting.flush()
+    else:
+        _enter()
     _loopback_up()
     for name, value in SYSCTLS.items():
         Path("/proc/sys", name).write_text(value + "\n")
@@ -82,6 +109,11 @@ def enter(keep: str | None = None) -> None:
         if ip is None:
             raise OSError("--keep-netns needs iproute2's ip command")
         subprocess.run([ip, "netns", "attach", keep, str(os.getpid())], check=True)
+
+
+def _enter() -> None:
+    if _unshare(CLONE_NEWNET) != 0:
+        raise _libc.errno_error()
 
 
 def _loopback_up() -> None:

@@ -51,7 +51,7 @@ from rawepoll.loadgen.result import LoadResult
 from rawepoll.loadgen.workers import Holding, prepare
 from rawepoll.server import FD_RESERVE as SERVER_FD_RESERVE
 
-__all__ = ["C1MConfig", "C1MResult", "plan_processes", "run_c1m"]
+__all__ = ["C1MConfig", "C1MResult", "ehash_buckets", "plan_processes", "run_c1m"]
 
 KERNEL_BYTES_PER_CONN: Final = 12_000  # both ends' slab, with room (measured ~9.6-10 KB)
 FILE_HEADROOM: Final = 10_000  # file structures left for everyone else
@@ -75,6 +75,7 @@ class C1MConfig:
     size: int = 64
     mode: str = "lt"
     balance: str = "fill"
+    ehash: int | None = None  # buckets of the namespace's own TCP hash table; None: 2 per conn
     keep_netns: str | None = None
 
     def check(self) -> None:
@@ -182,6 +183,11 @@ def plan_processes(conns: int, active: int, fd_limit: int, ports: int) -> Proces
     return Processes(workers=workers, load_procs=load_procs, sources=sources)
 
 
+def ehash_buckets(conns: int) -> int:
+    """A bucket per socket, both ends on loopback: the next power of two, 2**10 .. 2**24."""
+    return 1 << max(10, min(24, (2 * conns - 1).bit_length()))
+
+
 def preflight(config: C1MConfig) -> None:
     """Raise ``PermissionError``/``ValueError``/``ImportError`` if the run cannot work here."""
     config.check()
@@ -223,7 +229,8 @@ def run_c1m(
         TimeoutError: the server did not start, or the connections did not open in time.
     """
     preflight(config)
-    netns.enter(config.keep_netns)
+    buckets = config.ehash if config.ehash is not None else ehash_buckets(config.conns)
+    netns.enter(config.keep_netns, buckets)
     where = f"network namespace {config.keep_netns}" if config.keep_netns else "a private netns"
     fd_limit = SetLimit()
     interval = 1 / config.rate if config.rate else 0.0
@@ -330,7 +337,7 @@ def run_c1m(
         source_addrs=len(procs.sources),
         hold_s=config.hold,
         conntrack_entries=netns.conntrack_entries(),
-        sysctls={name: netns.read_sysctl(name) for name in netns.SYSCTLS},
+        sysctls={name: netns.read_sysctl(name) for name in netns.REPORTED},
         problems=[p for r in finals for p in r.problems],
     )
 

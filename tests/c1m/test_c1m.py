@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from rawepoll.__main__ import main
 from rawepoll.c1m import netns
-from rawepoll.c1m.run import plan_processes
+from rawepoll.c1m.run import ehash_buckets, plan_processes
 from rawepoll.limits import SetLimit
 from rawepoll.loadgen.plan import FD_RESERVE as LOAD_RESERVE
 from rawepoll.server import FD_RESERVE as SERVER_RESERVE
@@ -102,10 +102,14 @@ def scaled_run() -> tuple[dict[str, Any], str]:
     if not _can_unshare():
         pytest.skip("needs root to create a network namespace")
     host_range = netns.read_sysctl("net/ipv4/ip_local_port_range")
+    host_child_ehash = Path("/proc/sys/net/ipv4/tcp_child_ehash_entries")
+    child_ehash_before = host_child_ehash.read_text() if host_child_ehash.exists() else None
     run = _c1m("--conns", "20000", "--hold", "2", "--active", "100", "--baseline", "1", "--json")
     assert run.returncode == 0, run.stderr
     # The namespace's settings never reach the host.
     assert netns.read_sysctl("net/ipv4/ip_local_port_range") == host_range
+    if child_ehash_before is not None:  # set for the instant of unshare, then put back
+        assert host_child_ehash.read_text() == child_ehash_before
     return json.loads(run.stdout), run.stderr
 
 
@@ -153,6 +157,9 @@ def test_scaled_run_uses_its_own_namespace(scaled_run: tuple[dict[str, Any], str
     assert report["sysctls"]["net/ipv4/ip_local_port_range"].split() == ["1024", "65535"]
     assert report["sysctls"]["net/core/somaxconn"] == "65535"
     assert report["conntrack_entries"] in (0, None)
+    if Path("/proc/sys/net/ipv4/tcp_child_ehash_entries").exists():  # Linux 6.1+
+        # its own table of established sockets, a bucket per socket or more
+        assert int(report["sysctls"]["net/ipv4/tcp_ehash_entries"]) == ehash_buckets(20000)
     assert _pid_gone(_server_pid(narration))
 
 
@@ -271,3 +278,12 @@ def test_plan_fits_every_limit(conns: int, active_share: float, fd_limit: int, p
     assert len(plan.sources) * (ports // 4) >= held
     assert len(set(plan.sources)) == len(plan.sources)
     assert all(source.startswith("127.") and source != "127.0.0.1" for source in plan.sources)
+
+
+@given(st.integers(1, 10_000_000))
+def test_ehash_buckets_cover_both_ends(conns: int) -> None:
+    buckets = ehash_buckets(conns)
+    assert buckets & (buckets - 1) == 0  # a power of two, as the kernel rounds it
+    assert 1 << 10 <= buckets <= 1 << 24
+    assert buckets >= 2 * conns or buckets == 1 << 24
+    assert buckets < 4 * conns or buckets == 1 << 10
