@@ -431,6 +431,12 @@ def print_json(report: dict[str, Any]) -> None:
     print(json.dumps(report, indent=2, sort_keys=False), flush=True)
 
 
+def verdict_row(report: dict[str, Any]) -> tuple[str, str]:
+    """The last row of every tool's table: ``ok`` or what failed."""
+    verdict = report["verdict"]
+    return "verdict", "ok" if verdict["ok"] else "FAILED: " + "; ".join(verdict["failures"])
+
+
 def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     """A two-column table: rich on a terminal, plain aligned lines otherwise."""
     if sys.stdout.isatty():

@@ -45,6 +45,7 @@ from hardening._common import (
     serve_command,
     socket_count,
     terminate_as_interrupt,
+    verdict_row,
     wait_until,
 )
 
@@ -367,8 +368,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     out.append(("bytes verified", f"{t.get('bytes_verified', 0):,}"))
     out.append(("mismatched bytes", f"{report['clients']['mismatched_bytes']:,}"))
     out.append(("unexplained losses", str(report["unexplained_count"])))
-    verdict = report["verdict"]
-    out.append(("verdict", "ok" if verdict["ok"] else "FAILED: " + "; ".join(verdict["failures"])))
+    out.append(verdict_row(report))
     return out
 
 

@@ -42,6 +42,7 @@ from hardening._common import (
     print_table,
     serve_command,
     terminate_as_interrupt,
+    verdict_row,
     wait_until,
 )
 from rawepoll.loadgen import latency
@@ -319,8 +320,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"max open seen {f['server_max_open']:,}, exit {report['server']['exit_status']}",
             )
         )
-    verdict = report["verdict"]
-    out.append(("verdict", "ok" if verdict["ok"] else "FAILED: " + "; ".join(verdict["failures"])))
+    out.append(verdict_row(report))
     return out
 
 

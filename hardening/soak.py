@@ -42,6 +42,7 @@ from hardening._common import (
     sample_tree,
     serve_command,
     terminate_as_interrupt,
+    verdict_row,
     wait_until,
 )
 
@@ -304,8 +305,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"out {int(summary['bytes_out']):,}, exit status {report['server']['exit_status']}",
             )
         )
-    verdict = report["verdict"]
-    out.append(("verdict", "ok" if verdict["ok"] else "FAILED: " + "; ".join(verdict["failures"])))
+    out.append(verdict_row(report))
     return out
 
 

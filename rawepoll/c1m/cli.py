@@ -183,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as error:
         print(f"rawepoll c1m: failed: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # the namespace or a setting could not be made
+        print(f"rawepoll c1m: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rawepoll c1m: interrupted; every process stopped", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,7 @@ def test_scaled_run_uses_its_own_namespace(scaled_run: tuple[dict[str, Any], str
 
 
 @needs_netns
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip command")
 @pytest.mark.timeout(120)
 def test_keep_netns_leaves_a_named_namespace() -> None:
     name = f"rawepoll-c1m-test-{os.getpid()}"

@@ -217,6 +217,8 @@ def test_interrupt_reports_partial_and_reaps(live_server: EchoServer, signum: in
         cwd=REPO_ROOT,
         env=python_env(),
         start_new_session=True,
+        # SIGINT's default action even when the tests run where it is ignored (a background job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     ) as proc:  # fmt: skip
         try:
             assert proc.stderr is not None
@@ -278,12 +280,15 @@ def test_run_load_interrupted_in_process(live_server: EchoServer) -> None:
     assert live_server.port is not None
     before, kids = open_fds(), _children_of_self()
     # A process, not a thread, sends the signal: the test process must be free to fork.
+    # Python's own SIGINT handler, even where the tests run with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with subprocess.Popen(["sh", "-c", f"sleep 1; kill -INT {os.getpid()}"]) as killer:
         try:
             with pytest.raises(LoadInterrupted) as caught:
                 run_load(port=live_server.port, conns=10, duration=60, procs=2)
         finally:
             killer.kill()
+            signal.signal(signal.SIGINT, previous)
     result = caught.value.result
     assert isinstance(caught.value, KeyboardInterrupt)
     assert result.interrupted
