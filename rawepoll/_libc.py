@@ -22,28 +22,30 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
 from typing import Any, Final
 
 __all__ = ["LIBC", "check_signals", "errno_error", "function", "has", "last_errno"]
 
 
-def _load() -> ctypes.CDLL:
+def _candidates() -> Iterator[str | None]:
     # None means "the C library this interpreter already links against";
     # find_library is a fallback for interpreters built in odd ways, imported
     # only then: ctypes.util brings subprocess, tempfile and random along, and
     # every forked server worker would carry them (random even reseeds at fork).
-    for name in (None, "libc.so.6"):
+    yield None
+    yield "libc.so.6"
+    from ctypes.util import find_library  # noqa: PLC0415
+
+    yield find_library("c")
+
+
+def _load() -> ctypes.CDLL:
+    for name in _candidates():
         try:
             lib = ctypes.CDLL(name, use_errno=True)
         except OSError:
             continue
-        if hasattr(lib, "epoll_create1"):
-            return lib
-    from ctypes.util import find_library  # noqa: PLC0415
-
-    found = find_library("c")
-    if found is not None:
-        lib = ctypes.CDLL(found, use_errno=True)
         if hasattr(lib, "epoll_create1"):
             return lib
     raise ImportError("rawepoll needs a C library with epoll_create1 (Linux)")

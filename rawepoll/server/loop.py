@@ -158,7 +158,7 @@ class WorkerMemory:
 
     A forked worker pays in private memory for every page it writes, and the
     first allocation of a buffer writes far more pages than the buffer holds
-    (the allocator's free lists, ctypes' type machinery): ~0.3 MiB per worker,
+    (the allocator's free lists, ctypes' type machinery): ~0.25 MiB per worker,
     measured.  Allocated once in the supervisor, the buffers are inherited
     copy-on-write, and a worker pays only for the pages it fills: the per-fd
     flags as descriptors get used, the read buffer as far as reads reach.
