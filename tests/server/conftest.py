@@ -25,9 +25,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import pytest
+
+from hardening._common import LineReader  # one pipe reader for the tests and the tools
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODES = ["lt", "et"]
@@ -255,54 +257,6 @@ def first_difference(a: bytes | bytearray, b: bytes | bytearray) -> int:
 # ---------------------------------------------------------------- the server process
 
 
-class _LineReader:
-    """Reads one pipe of the child in a daemon thread and keeps every line."""
-
-    def __init__(self, pipe: IO[bytes], name: str) -> None:
-        self.pipe = pipe
-        self.lines: list[str] = []
-        self.eof = False
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for raw in iter(self.pipe.readline, b""):
-                with self.cond:
-                    self.lines.append(raw.decode(errors="replace").rstrip("\r\n"))
-                    self.cond.notify_all()
-        finally:
-            with self.cond:
-                self.eof = True
-                self.cond.notify_all()
-
-    def wait_for(
-        self, predicate: Callable[[str], object], bound: float, since: int = 0
-    ) -> str | None:
-        """The first line from index ``since`` on satisfying ``predicate``; None at EOF/bound."""
-        deadline = time.monotonic() + bound
-        with self.cond:
-            while True:
-                for line in self.lines[since:]:
-                    if predicate(line):
-                        return line
-                since = max(since, len(self.lines))
-                remaining = deadline - time.monotonic()
-                if self.eof or remaining <= 0:
-                    return None
-                self.cond.wait(remaining)
-
-    def wait_eof(self, bound: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: self.eof, bound)
-
-    def close(self, bound: float) -> None:
-        self.thread.join(bound)
-        if not self.thread.is_alive():
-            self.pipe.close()
-
-
 class Server:
     """One ``rawepoll serve`` process (the supervisor if there are workers)."""
 
@@ -325,8 +279,8 @@ class Server:
             start_new_session=True,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._out = _LineReader(self.proc.stdout, f"stdout-{self.proc.pid}")
-        self._err = _LineReader(self.proc.stderr, f"stderr-{self.proc.pid}")
+        self._out = LineReader(self.proc.stdout, f"stdout-{self.proc.pid}")
+        self._err = LineReader(self.proc.stderr, f"stderr-{self.proc.pid}")
         self._sockets: list[socket.socket] = []
         self.listening_line = ""
 
@@ -348,13 +302,11 @@ class Server:
 
     @property
     def stdout_lines(self) -> list[str]:
-        with self._out.cond:
-            return list(self._out.lines)
+        return self._out.snapshot()
 
     @property
     def stderr_lines(self) -> list[str]:
-        with self._err.cond:
-            return list(self._err.lines)
+        return self._err.snapshot()
 
     def describe(self) -> str:
         """Command, exit status and output so far: for assertion messages."""
