@@ -1,6 +1,6 @@
 """What the bench/ scripts share: each runs one section of ``rawepoll compare``.
 
-The measuring code lives in the package (:mod:`rawepoll.compare`), so that the
+The measuring code lives in the package (:mod:`rawepoll.tools.compare`), so that the
 installed ``rawepoll compare`` command and these scripts measure alike; a
 script adds its section and a default output folder, and passes every other
 option through (``--quick``, ``--rounds N``, ``--out DIR``, ``--no-pin``, ...;

@@ -1,6 +1,6 @@
 """Memory per idle connection and accept rate: ``rawepoll compare --sections memory``.
 
-What it measures and how: :mod:`rawepoll.compare.memory`.  Results (JSON,
+What it measures and how: :mod:`rawepoll.tools.compare.memory`.  Results (JSON,
 markdown, PNG) go to ``bench-results/memory/`` unless ``--out`` says
 otherwise; every other option is ``rawepoll compare``'s (``--quick``,
 ``--rounds N``, ...).

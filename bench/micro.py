@@ -1,6 +1,6 @@
 """The binding cost next to select.epoll: ``rawepoll compare --sections binding``.
 
-What it measures and how: :mod:`rawepoll.compare.binding`.  Results (JSON,
+What it measures and how: :mod:`rawepoll.tools.compare.binding`.  Results (JSON,
 markdown, PNG) go to ``bench-results/binding/`` unless ``--out`` says
 otherwise; every other option is ``rawepoll compare``'s (``--quick``,
 ``--rounds N``, ...).

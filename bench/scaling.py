@@ -1,6 +1,6 @@
 """Wait cost against the number of watched descriptors: ``rawepoll compare --sections scaling``.
 
-What it measures and how: :mod:`rawepoll.compare.scaling`.  Results (JSON,
+What it measures and how: :mod:`rawepoll.tools.compare.scaling`.  Results (JSON,
 markdown, PNG) go to ``bench-results/scaling/`` unless ``--out`` says
 otherwise; every other option is ``rawepoll compare``'s (``--quick``,
 ``--rounds N``, ...).

@@ -65,7 +65,7 @@ import sys
 import time
 from typing import Any, Final
 
-from rawepoll.loadgen.payload import Payloads, first_difference
+from rawepoll.tools.loadgen.payload import Payloads, first_difference
 
 TICK: Final = 0.01
 SWEEP: Final = 1.0

@@ -45,7 +45,7 @@ from hardening._common import (
     verdict_row,
     wait_until,
 )
-from rawepoll.loadgen import latency
+from rawepoll.tools.loadgen import latency
 
 PHASES = ("baseline", "slowloris", "flood", "after")
 PER_PROCESS = 8000  # connections per client process, well below RLIMIT_NOFILE

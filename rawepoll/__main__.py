@@ -19,7 +19,7 @@ from rawepoll._version import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "show the binding next to select.epoll on loopback TCP; print what it measured",
-        "rawepoll._demo",
+        "rawepoll.tools.demo",
     ),
     "serve": (
         "run the echo server (level- or edge-triggered, workers, graceful shutdown)",
@@ -27,15 +27,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench": (
         "closed-loop echo load generator: every byte verified, latency percentiles",
-        "rawepoll.loadgen.cli",
+        "rawepoll.tools.loadgen.cli",
     ),
     "compare": (
         "rawepoll against select/poll/epoll, selectors, asyncio and uvloop, side by side",
-        "rawepoll.compare.cli",
+        "rawepoll.tools.compare.cli",
     ),
     "c1m": (
         "a million concurrent connections in a private network namespace (root), measured",
-        "rawepoll.c1m.cli",
+        "rawepoll.tools.c1m.cli",
     ),
 }
 

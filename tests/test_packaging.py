@@ -133,7 +133,7 @@ def test_wheel_holds_every_module_and_py_typed_and_nothing_else(dist: Dist) -> N
     info = f"rawepoll-{rawepoll.__version__}.dist-info/"
     package = {name for name in names if not name.startswith(info)}
     assert package == source_modules(dist) | {"rawepoll/py.typed"}
-    for subpackage in ("server", "loadgen", "compare", "compare/peers"):
+    for subpackage in ("server", "tools", "tools/loadgen", "tools/compare", "tools/compare/peers"):
         assert f"rawepoll/{subpackage}/__init__.py" in names
     assert f"{info}licenses/LICENSE" in names
     assert not {name for name in names if name.split("/")[0] in ("tests", "bench", "hardening")}
@@ -179,7 +179,7 @@ def test_sdist_carries_license_readme_and_py_typed(dist: Dist) -> None:
 SMOKE = """
 import asyncio, os, socket, sys
 
-import rawepoll, rawepoll.loadgen, rawepoll.server, rawepoll.unix
+import rawepoll, rawepoll.tools.loadgen, rawepoll.server, rawepoll.unix
 
 assert rawepoll.__file__.startswith(sys.prefix), rawepoll.__file__
 assert os.path.exists(os.path.join(os.path.dirname(rawepoll.__file__), "py.typed"))

@@ -14,7 +14,13 @@ from typing import Any
 from sphinx.util import logging
 
 # The modules whose ``__all__`` is the public API.
-PUBLIC = ("rawepoll", "rawepoll.unix", "rawepoll.server", "rawepoll.loadgen", "rawepoll.c1m")
+PUBLIC = (
+    "rawepoll",
+    "rawepoll.unix",
+    "rawepoll.server",
+    "rawepoll.tools.loadgen",
+    "rawepoll.tools.c1m",
+)
 
 
 def missing(env: Any) -> list[str]:

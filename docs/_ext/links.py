@@ -61,7 +61,7 @@ PUBLIC_MODULES = {
     "rawepoll._asyncio",
     "rawepoll.server",
     "rawepoll.server.handler",
-    "rawepoll.loadgen",
+    "rawepoll.tools.loadgen",
 }
 
 

@@ -26,11 +26,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rawepoll.__main__ import main
-from rawepoll.c1m import netns
-from rawepoll.c1m.run import ehash_buckets, plan_processes
 from rawepoll.limits import SetLimit
-from rawepoll.loadgen.plan import FD_RESERVE as LOAD_RESERVE
 from rawepoll.server import FD_RESERVE as SERVER_RESERVE
+from rawepoll.tools.c1m import netns
+from rawepoll.tools.c1m.run import ehash_buckets, plan_processes
+from rawepoll.tools.loadgen.plan import FD_RESERVE as LOAD_RESERVE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_BOUND = 150.0  # seconds for a scaled-down run, start to exit
@@ -54,7 +54,7 @@ def _can_unshare() -> bool:
     if netns.why_not() is not None:
         return False
     probe = subprocess.run(
-        [sys.executable, "-c", "from rawepoll.c1m import netns; netns.enter()"],
+        [sys.executable, "-c", "from rawepoll.tools.c1m import netns; netns.enter()"],
         capture_output=True,
         timeout=30,
         check=False,

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 
-from rawepoll.compare.peers import announce, parse_args
+from rawepoll.tools.compare.peers import announce, parse_args
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rawepoll.compare import memory
+from rawepoll.tools.compare import memory
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("scaling", "binding", "echo", "memory")
@@ -98,7 +98,7 @@ def test_smoke_run_writes_every_file(tmp_path: Path, tagged_env: dict[str, str])
 
 BROKEN_RUN = """
 import sys
-from rawepoll.compare import servers
+from rawepoll.tools.compare import servers
 servers.CONTENDERS = (servers.Contender("broken", (sys.argv[1],), "selectors"),)
 from rawepoll.__main__ import main
 sys.exit(main(["compare", *sys.argv[2:]]))

@@ -53,7 +53,7 @@ def echo(address: tuple[str, int], message: bytes) -> bytes:
 @pytest.mark.parametrize("peer", PEERS)
 def test_peer_echoes_and_stops_cleanly(peer: str, tagged_env: dict[str, str]) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", f"rawepoll.compare.peers.{peer}", "--port", "0"],
+        [sys.executable, "-m", f"rawepoll.tools.compare.peers.{peer}", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,7 +80,7 @@ def test_peer_echoes_and_stops_cleanly(peer: str, tagged_env: dict[str, str]) ->
 def test_peer_serves_connections_side_by_side(tagged_env: dict[str, str]) -> None:
     """Two clients at once on the selectors peer, each gets its own bytes back."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "rawepoll.compare.peers.selectors_echo", "--port", "0"],
+        [sys.executable, "-m", "rawepoll.tools.compare.peers.selectors_echo", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=tagged_env,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rawepoll.compare import Settings, Spread, alternate, calibrate, ratios, round_order
+from rawepoll.tools.compare import Settings, Spread, alternate, calibrate, ratios, round_order
 
 finite = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
 samples = st.lists(finite, min_size=1, max_size=40)

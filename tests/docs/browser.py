@@ -29,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE_CHROMIUM = "RAWEPOLL_REQUIRE_CHROMIUM"
 
 # The modules whose __all__ is the public API, as docs/_ext/apicheck.py has it.
-PUBLIC = ("rawepoll", "rawepoll.unix", "rawepoll.server", "rawepoll.loadgen")
+PUBLIC = ("rawepoll", "rawepoll.unix", "rawepoll.server", "rawepoll.tools.loadgen")
 
 # furo's sidebar background, light and dark palettes (--color-background-secondary).
 SIDEBAR = ((0xF8, 0xF9, 0xFB), (0x1A, 0x1C, 0x1E))

@@ -35,9 +35,11 @@ def test_api_checker_passes_a_complete_page() -> None:
 
 
 def test_api_checker_names_what_is_missing() -> None:
-    ids = [anchor for anchor in browser.expected_ids() if anchor != "rawepoll.loadgen.run_load"]
+    ids = [
+        anchor for anchor in browser.expected_ids() if anchor != "rawepoll.tools.loadgen.run_load"
+    ]
     assert browser.api_problems(_page(ids)) == [
-        "the API page does not list rawepoll.loadgen.run_load"
+        "the API page does not list rawepoll.tools.loadgen.run_load"
     ]
 
 

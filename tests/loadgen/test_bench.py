@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rawepoll.loadgen import LoadInterrupted, LoadResult, run_load
+from rawepoll.tools.loadgen import LoadInterrupted, LoadResult, run_load
 
 from .conftest import (
     BENCH_BOUND,
@@ -308,7 +308,7 @@ def _children_of_self() -> set[int]:
 def test_import_rawepoll_loads_no_extra() -> None:
     """``import rawepoll`` (and the command's modules) import neither rich nor hdrhistogram."""
     code = (
-        "import sys, rawepoll, rawepoll.loadgen, rawepoll.__main__;"
+        "import sys, rawepoll, rawepoll.tools.loadgen, rawepoll.__main__;"
         "bad = [m for m in ('rich', 'hdrh') if m in sys.modules];"
         "assert not bad, bad"
     )

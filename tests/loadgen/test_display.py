@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from rawepoll.loadgen.cli import report
-from rawepoll.loadgen.display import RichMonitor, Snapshot, TextMonitor
-from rawepoll.loadgen.result import LoadResult
+from rawepoll.tools.loadgen.cli import report
+from rawepoll.tools.loadgen.display import RichMonitor, Snapshot, TextMonitor
+from rawepoll.tools.loadgen.result import LoadResult
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rawepoll.loadgen.plan import Plan
-from rawepoll.loadgen.workers import Holding, prepare
+from rawepoll.tools.loadgen.plan import Plan
+from rawepoll.tools.loadgen.workers import Holding, prepare
 
 from .conftest import EchoServer, start_server, stop_server
 

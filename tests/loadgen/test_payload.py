@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rawepoll.loadgen.payload import HEADER, Payloads, describe_mismatch, first_difference
+from rawepoll.tools.loadgen.payload import HEADER, Payloads, describe_mismatch, first_difference
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rawepoll.loadgen.plan import FD_RESERVE, make_plan, parse_cpus, parse_sources
+from rawepoll.tools.loadgen.plan import FD_RESERVE, make_plan, parse_cpus, parse_sources
 
 pytestmark = pytest.mark.timeout(60)
 

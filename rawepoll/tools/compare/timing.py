@@ -11,7 +11,7 @@ How a number is made (the wait-scaling and binding-cost sections):
 * One *round* runs ``repeat`` batches of every contender, interleaved
   (A B A B ...), and keeps each contender's fastest batch: noise (another
   process, an interrupt) only ever adds time.  Odd rounds run the contenders in
-  reverse order (:func:`rawepoll.compare.stats.round_order`).
+  reverse order (:func:`rawepoll.tools.compare.stats.round_order`).
 
 The garbage collector is off while a batch runs, as in :mod:`timeit`.
 """
@@ -22,7 +22,7 @@ import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rawepoll.compare.stats import round_order
+from rawepoll.tools.compare.stats import round_order
 
 __all__ = ["Settings", "Timer", "alternate", "calibrate"]
 

@@ -30,7 +30,7 @@ unix.EpollWait    rawepoll's Go mirror: ``n = unix.EpollWait(epfd, events, 0)``,
 The N idle descriptors are eventfds (one fd each; a socketpair costs two), so
 N can go up to RLIMIT_NOFILE minus what the process already holds.  Each N is
 set up, measured (all contenders alternating in rounds, see
-:mod:`rawepoll.compare.timing`) and closed before the next.
+:mod:`rawepoll.tools.compare.timing`) and closed before the next.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import rawepoll
-from rawepoll.compare import loops, report
-from rawepoll.compare.report import Table
-from rawepoll.compare.stats import Spread, ratios
-from rawepoll.compare.timing import Settings, Timer, alternate
 from rawepoll.events import EventArray
+from rawepoll.tools.compare import loops, report
+from rawepoll.tools.compare.report import Table
+from rawepoll.tools.compare.stats import Spread, ratios
+from rawepoll.tools.compare.timing import Settings, Timer, alternate
 
 __all__ = ["CONTENDERS", "DEFAULT_NS", "QUICK_NS", "Result", "measure"]
 

@@ -6,10 +6,10 @@ prints, on stdout, one line containing ``listening on HOST:PORT``:
 ========================  ===================================================
 ``rawepoll lt``           ``python -m rawepoll serve --port 0 --mode lt``
 ``rawepoll et``           ``python -m rawepoll serve --port 0 --mode et``
-``selectors``             ``python -m rawepoll.compare.peers.selectors_echo``
-``asyncio protocol``      ``python -m rawepoll.compare.peers.asyncio_protocol``
-``asyncio streams``       ``python -m rawepoll.compare.peers.asyncio_streams``
-``uvloop protocol``       ``python -m rawepoll.compare.peers.uvloop_protocol``
+``selectors``             ``python -m rawepoll.tools.compare.peers.selectors_echo``
+``asyncio protocol``      ``python -m rawepoll.tools.compare.peers.asyncio_protocol``
+``asyncio streams``       ``python -m rawepoll.tools.compare.peers.asyncio_streams``
+``uvloop protocol``       ``python -m rawepoll.tools.compare.peers.uvloop_protocol``
 ========================  ===================================================
 
 Every one of them is a single process (``rawepoll serve`` with its default of
@@ -18,7 +18,7 @@ comparison needs it: in a session of its own (so the whole process group can
 be killed), pinned to one CPU right after it is spawned (before it has imported
 anything), stdout and stderr in temporary files (a chatty server can never
 block on a full pipe), and it reads the server's CPU time, memory and
-descriptors (:mod:`rawepoll.compare.machine`).
+descriptors (:mod:`rawepoll.tools.compare.machine`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from rawepoll.compare import machine
+from rawepoll.tools.compare import machine
 
 __all__ = [
     "CONTENDERS",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 LISTENING = re.compile(r"listening on (?:\[(?P<host6>[^\]]+)\]|(?P<host>[^\s:\[]+)):(?P<port>\d+)")
-PEERS = "rawepoll.compare.peers"
+PEERS = "rawepoll.tools.compare.peers"
 
 
 @dataclass(frozen=True)

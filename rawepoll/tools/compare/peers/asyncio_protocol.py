@@ -8,9 +8,9 @@ high-water mark it calls ``pause_writing`` and the protocol stops reading
 until ``resume_writing``.  On EOF the protocol returns ``False``, so the
 transport flushes and closes.
 
-:mod:`rawepoll.compare.peers.uvloop_protocol` runs this very protocol on uvloop.
+:mod:`rawepoll.tools.compare.peers.uvloop_protocol` runs this very protocol on uvloop.
 
-Usage: ``python -m rawepoll.compare.peers.asyncio_protocol [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.asyncio_protocol [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from rawepoll.compare.peers import announce, parse_args
+from rawepoll.tools.compare.peers import announce, parse_args
 
 
 class EchoProtocol(asyncio.Protocol):

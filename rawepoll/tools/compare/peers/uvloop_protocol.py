@@ -4,15 +4,15 @@ The protocol is imported, not copied, so the two peers differ only in the
 event loop (uvloop: libuv and Cython, TCP_NODELAY on TCP transports).  uvloop
 is an optional extra: without it this module exits with status 2 and says so.
 
-Usage: ``python -m rawepoll.compare.peers.uvloop_protocol [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.uvloop_protocol [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from rawepoll.compare.extras import optional
-from rawepoll.compare.peers.asyncio_protocol import main
+from rawepoll.tools.compare.extras import optional
+from rawepoll.tools.compare.peers.asyncio_protocol import main
 
 if __name__ == "__main__":
     uvloop = optional("uvloop")

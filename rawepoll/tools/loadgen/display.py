@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rawepoll.loadgen.latency import EXTRA_HINT
+from rawepoll.tools.loadgen.latency import EXTRA_HINT
 
 __all__ = ["Monitor", "RichMonitor", "Snapshot", "TextMonitor"]
 

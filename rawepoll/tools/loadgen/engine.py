@@ -18,7 +18,7 @@ A load process lives through four loops, each bounded:
    every message in flight has come back.
 4. **quiet check** -- a last short wait: a byte arriving now was never sent.
 
-**Verification** (see :mod:`rawepoll.loadgen.payload` for what the messages
+**Verification** (see :mod:`rawepoll.tools.loadgen.payload` for what the messages
 hold): each connection keeps, in one ``bytearray``, every byte it sent whose
 echo has not yet come back, oldest first.  Every read asks for at most one
 byte more than that and must be a prefix of it (``bytearray.startswith``,
@@ -33,7 +33,7 @@ with messages in flight (swept once a second).
 **Cost.**  Per-connection state lives in lists indexed by fd (no object per
 connection besides its socket, its ``bytearray`` and its deque of send
 times); the receive path is written out in the traffic loop; a latency is
-counted in a dict of whole microseconds (see :mod:`rawepoll.loadgen.latency`).
+counted in a dict of whole microseconds (see :mod:`rawepoll.tools.loadgen.latency`).
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from typing import Any, Final, NoReturn
 
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
-from rawepoll.loadgen.channel import Channel
-from rawepoll.loadgen.latency import Latencies
-from rawepoll.loadgen.payload import Payloads, describe_mismatch
-from rawepoll.loadgen.plan import FD_RESERVE, STALL_S, Plan, Share
+from rawepoll.tools.loadgen.channel import Channel
+from rawepoll.tools.loadgen.latency import Latencies
+from rawepoll.tools.loadgen.payload import Payloads, describe_mismatch
+from rawepoll.tools.loadgen.plan import FD_RESERVE, STALL_S, Plan, Share
 from rawepoll.unix import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP
 
 __all__ = ["Engine", "child_main"]

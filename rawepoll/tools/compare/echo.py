@@ -1,6 +1,6 @@
 """Echo servers side by side: server CPU time per message, messages per second, p99 latency.
 
-The servers are :data:`rawepoll.compare.servers.CONTENDERS`: rawepoll's echo
+The servers are :data:`rawepoll.tools.compare.servers.CONTENDERS`: rawepoll's echo
 server in level- and edge-triggered mode, a ``selectors.DefaultSelector``
 server, asyncio with a Protocol and with streams, and uvloop with the same
 Protocol (when installed).
@@ -10,8 +10,8 @@ How a figure is made:
 * Every server is started once, **pinned to the server CPU** from its first
   instruction, and kept running for the whole section; all of them sit idle
   but the one being measured.  Each is primed first (one connection, 4 KiB
-  echoed, closed: see :meth:`rawepoll.compare.servers.Server.prime`).
-* The **load** is :func:`rawepoll.loadgen.run_load` -- ``rawepoll bench`` --
+  echoed, closed: see :meth:`rawepoll.tools.compare.servers.Server.prime`).
+* The **load** is :func:`rawepoll.tools.loadgen.run_load` -- ``rawepoll bench`` --
   in processes pinned to the load CPU: ``conns`` connections, each a closed
   loop (send one message, wait for its whole echo, verify every byte, send the
   next).  A mismatch, an error or a connection that never completes an echo
@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rawepoll.compare import machine, report
-from rawepoll.compare.report import Table
-from rawepoll.compare.servers import Contender, EchoError, Server, ServerError
-from rawepoll.compare.stats import Spread, ratios, round_order
-from rawepoll.loadgen import run_load
+from rawepoll.tools.compare import machine, report
+from rawepoll.tools.compare.report import Table
+from rawepoll.tools.compare.servers import Contender, EchoError, Server, ServerError
+from rawepoll.tools.compare.stats import Spread, ratios, round_order
+from rawepoll.tools.loadgen import run_load
 
 __all__ = ["REFERENCES", "Plan", "Result", "measure"]
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from rawepoll._cli import positive_int
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
-from rawepoll.loadgen import run_load
+from rawepoll.tools.loadgen import run_load
 from rawepoll.unix import EPOLLIN
 
 DESCRIPTION = (

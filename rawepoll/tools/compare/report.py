@@ -15,8 +15,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rawepoll.compare.extras import optional
-from rawepoll.compare.stats import Spread
+from rawepoll.tools.compare.extras import optional
+from rawepoll.tools.compare.stats import Spread
 
 __all__ = [
     "Table",

@@ -1,7 +1,7 @@
 """The peer echo servers ``rawepoll compare`` measures rawepoll's server against.
 
 Each is a module anyone can start by hand, ``python -m
-rawepoll.compare.peers.NAME [--host HOST] [--port PORT]`` (port 0, the
+rawepoll.tools.compare.peers.NAME [--host HOST] [--port PORT]`` (port 0, the
 default, picks a free one); it prints ``listening on HOST:PORT`` on stdout when
 ready and runs until SIGTERM or SIGINT, then exits 0:
 
@@ -16,7 +16,7 @@ ready and runs until SIGTERM or SIGINT, then exits 0:
 
 Each is written the way a careful user of that library would write it, so it
 is a fair peer rather than a strawman.  How the comparison starts, pins and
-measures them is :mod:`rawepoll.compare.servers`.
+measures them is :mod:`rawepoll.tools.compare.servers`.
 """
 
 from __future__ import annotations

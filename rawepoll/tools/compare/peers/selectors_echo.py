@@ -14,7 +14,7 @@ peer rather than a strawman:
 * a peer's half-close (EOF) is answered by flushing what is pending, then
   closing; an error on one connection closes that connection only.
 
-Usage: ``python -m rawepoll.compare.peers.selectors_echo [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.selectors_echo [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import socket
 import sys
 from types import FrameType
 
-from rawepoll.compare.peers import announce, parse_args
+from rawepoll.tools.compare.peers import announce, parse_args
 
 READ_SIZE = 65536
 HIGH_WATER = 262144

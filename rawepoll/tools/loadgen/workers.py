@@ -4,8 +4,8 @@ Every load process is forked, even for ``procs=1``: the parent only
 supervises, so it stays responsive to Ctrl-C and keeps its display off the
 measured loop.  The sequence:
 
-1. fork one process per :class:`~rawepoll.loadgen.plan.Share`, each with a
-   control socketpair (:mod:`rawepoll.loadgen.channel`);
+1. fork one process per :class:`~rawepoll.tools.loadgen.plan.Share`, each with a
+   control socketpair (:mod:`rawepoll.tools.loadgen.channel`);
 2. wait until every process is ``ready`` (its connections established or
    failed) -- that is ``connect_s`` -- then say ``go`` to all at once;
 3. wait for every ``done``, adding up the counters and decoding each
@@ -34,12 +34,12 @@ from typing import Any, Final
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
 from rawepoll.limits import SetLimit
-from rawepoll.loadgen import latency
-from rawepoll.loadgen.channel import Channel
-from rawepoll.loadgen.display import Monitor, Snapshot, TextMonitor
-from rawepoll.loadgen.engine import child_main
-from rawepoll.loadgen.plan import STALL_S, Plan, Share, make_plan, port_range
-from rawepoll.loadgen.result import LoadInterrupted, LoadResult
+from rawepoll.tools.loadgen import latency
+from rawepoll.tools.loadgen.channel import Channel
+from rawepoll.tools.loadgen.display import Monitor, Snapshot, TextMonitor
+from rawepoll.tools.loadgen.engine import child_main
+from rawepoll.tools.loadgen.plan import STALL_S, Plan, Share, make_plan, port_range
+from rawepoll.tools.loadgen.result import LoadInterrupted, LoadResult
 from rawepoll.unix import EPOLLIN
 
 __all__ = ["Holding", "execute", "prepare", "run_load"]

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import rawepoll
-from rawepoll.compare import loops, report
-from rawepoll.compare.report import Table
-from rawepoll.compare.stats import Spread, ratios
-from rawepoll.compare.timing import Settings, Timer, alternate
 from rawepoll.events import EventArray
+from rawepoll.tools.compare import loops, report
+from rawepoll.tools.compare.report import Table
+from rawepoll.tools.compare.stats import Spread, ratios
+from rawepoll.tools.compare.timing import Settings, Timer, alternate
 
 __all__ = ["Result", "measure"]
 

@@ -1,4 +1,4 @@
-"""The timed loops: one :data:`~rawepoll.compare.timing.Timer` per way of waiting or registering.
+"""The timed loops: one :data:`~rawepoll.tools.compare.timing.Timer` per way to wait or register.
 
 Each builder takes what the loop works on and returns a timer whose loop is
 written out in place, with every attribute looked up once before the clock
@@ -15,8 +15,8 @@ from typing import Any
 
 import rawepoll
 from rawepoll import _libc, unix
-from rawepoll.compare.timing import Timer
 from rawepoll.events import EventArray
+from rawepoll.tools.compare.timing import Timer
 
 __all__ = [
     "bare_ctypes",

@@ -46,10 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import rawepoll
-from rawepoll.compare import machine, report
-from rawepoll.compare.report import Table
-from rawepoll.compare.servers import Contender, EchoError, Server, ServerError
-from rawepoll.compare.stats import Spread, round_order
+from rawepoll.tools.compare import machine, report
+from rawepoll.tools.compare.report import Table
+from rawepoll.tools.compare.servers import Contender, EchoError, Server, ServerError
+from rawepoll.tools.compare.stats import Spread, round_order
 
 __all__ = ["Plan", "Result", "burst", "measure"]
 

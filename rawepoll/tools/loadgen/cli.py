@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from rawepoll._cli import positive_int, positive_seconds
-from rawepoll.loadgen.display import Monitor, RichMonitor, TextMonitor
-from rawepoll.loadgen.plan import parse_cpus, parse_sources
-from rawepoll.loadgen.result import LoadInterrupted, LoadResult
-from rawepoll.loadgen.workers import execute, prepare
+from rawepoll.tools.loadgen.display import Monitor, RichMonitor, TextMonitor
+from rawepoll.tools.loadgen.plan import parse_cpus, parse_sources
+from rawepoll.tools.loadgen.result import LoadInterrupted, LoadResult
+from rawepoll.tools.loadgen.workers import execute, prepare
 
 DESCRIPTION = (
     "Drive an echo server (rawepoll serve, or any other) with closed-loop traffic: each "

@@ -15,9 +15,9 @@ from types import FrameType
 from typing import Any, Protocol
 
 from rawepoll._cli import positive_int, positive_seconds
-from rawepoll.compare import binding, echo, machine, memory, report, scaling, servers
-from rawepoll.compare.extras import optional
-from rawepoll.compare.timing import Settings
+from rawepoll.tools.compare import binding, echo, machine, memory, report, scaling, servers
+from rawepoll.tools.compare.extras import optional
+from rawepoll.tools.compare.timing import Settings
 
 DESCRIPTION = (
     "rawepoll against the standard library and its peers, side by side in one run: "

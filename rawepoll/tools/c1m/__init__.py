@@ -5,19 +5,19 @@ with a run anyone with root can repeat.  A process may hold at most
 ``RLIMIT_NOFILE`` descriptors (20,000 on the machines it was written on, and
 not raisable there), so a million connections take ~51 server workers and
 ~51 load processes; everything runs in a private network namespace
-(:mod:`~rawepoll.c1m.netns`) so the host's ports, backlogs and conntrack
+(:mod:`~rawepoll.tools.c1m.netns`) so the host's ports, backlogs and conntrack
 table are untouched.  The modules:
 
-* :mod:`~rawepoll.c1m.netns` -- the namespace, its loopback and sysctls;
-* :mod:`~rawepoll.c1m.measure` -- server PSS/RSS, kernel slab, CPU time;
-* :mod:`~rawepoll.c1m.run` -- the run, step by step: :func:`run_c1m`;
-* :mod:`~rawepoll.c1m.cli` -- the ``rawepoll c1m`` command.
+* :mod:`~rawepoll.tools.c1m.netns` -- the namespace, its loopback and sysctls;
+* :mod:`~rawepoll.tools.c1m.measure` -- server PSS/RSS, kernel slab, CPU time;
+* :mod:`~rawepoll.tools.c1m.run` -- the run, step by step: :func:`run_c1m`;
+* :mod:`~rawepoll.tools.c1m.cli` -- the ``rawepoll c1m`` command.
 
 docs/c1m.md explains the setup and publishes a measured run.
 """
 
 from __future__ import annotations
 
-from rawepoll.c1m.run import C1MConfig, C1MResult, run_c1m
+from rawepoll.tools.c1m.run import C1MConfig, C1MResult, run_c1m
 
 __all__ = ["C1MConfig", "C1MResult", "run_c1m"]

@@ -6,7 +6,7 @@ The idiom the asyncio documentation teaches: ``asyncio.start_server`` calls
 ``await writer.drain()`` (which waits only when the transport's buffer is
 above its high-water mark), and closes after EOF.
 
-Usage: ``python -m rawepoll.compare.peers.asyncio_streams [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.asyncio_streams [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import sys
 
-from rawepoll.compare.peers import parse_args
-from rawepoll.compare.peers.asyncio_protocol import serve_until_stopped
+from rawepoll.tools.compare.peers import parse_args
+from rawepoll.tools.compare.peers.asyncio_protocol import serve_until_stopped
 
 READ_SIZE = 65536
 

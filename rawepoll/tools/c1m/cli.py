@@ -9,8 +9,8 @@ import sys
 from typing import Final
 
 from rawepoll._cli import non_negative_float, non_negative_int, positive_int, positive_seconds
-from rawepoll.c1m.run import C1MConfig, C1MResult, run_c1m
-from rawepoll.loadgen.display import Monitor, RichMonitor, Snapshot
+from rawepoll.tools.c1m.run import C1MConfig, C1MResult, run_c1m
+from rawepoll.tools.loadgen.display import Monitor, RichMonitor, Snapshot
 
 DESCRIPTION = (
     "Open --conns TCP connections to a rawepoll echo server in a private network namespace "

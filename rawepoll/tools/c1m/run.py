@@ -4,7 +4,7 @@ The sequence, every step bounded in time:
 
 1. **checks** -- root, ``fs.file-max`` headroom for two descriptors per
    connection, memory for the kernel's ~10 KB per connection, the extras;
-2. **namespace** -- :func:`rawepoll.c1m.netns.enter`;
+2. **namespace** -- :func:`rawepoll.tools.c1m.netns.enter`;
 3. **server** -- ``rawepoll serve`` with as many workers as ``RLIMIT_NOFILE``
    requires (``ceil(conns / (limit - 32))``), one listener shared with
    ``EPOLLEXCLUSIVE``, in a session of its own (the run stops it, not Ctrl-C);
@@ -16,7 +16,7 @@ The sequence, every step bounded in time:
    the descriptor limit requires and enough source addresses of 127.0.0.0/8
    to use at most a quarter of each one's client ports; each connection's
    message 0 is echoed and verified before it counts as established
-   (:class:`rawepoll.loadgen.workers.Holding`);
+   (:class:`rawepoll.tools.loadgen.workers.Holding`);
 6. **hold** -- memory is read (server PSS/RSS, slab growth), then the
    ``active`` connections echo again for ``hold`` seconds while the others
    sit idle: epoll's promise is that they cost the active ones nothing;
@@ -41,15 +41,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
-from rawepoll.c1m import measure, netns
 from rawepoll.limits import SetLimit
-from rawepoll.loadgen import latency
-from rawepoll.loadgen.display import Monitor
-from rawepoll.loadgen.plan import FD_RESERVE as LOAD_FD_RESERVE
-from rawepoll.loadgen.plan import Plan, port_range
-from rawepoll.loadgen.result import LoadResult
-from rawepoll.loadgen.workers import Holding, prepare
 from rawepoll.server import FD_RESERVE as SERVER_FD_RESERVE
+from rawepoll.tools.c1m import measure, netns
+from rawepoll.tools.loadgen import latency
+from rawepoll.tools.loadgen.display import Monitor
+from rawepoll.tools.loadgen.plan import FD_RESERVE as LOAD_FD_RESERVE
+from rawepoll.tools.loadgen.plan import Plan, port_range
+from rawepoll.tools.loadgen.result import LoadResult
+from rawepoll.tools.loadgen.workers import Holding, prepare
 
 __all__ = ["C1MConfig", "C1MResult", "ehash_buckets", "plan_processes", "run_c1m"]
 
