@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import os
 import sys
 
-from rawepoll._cli import non_negative_seconds, port, positive_int
-from rawepoll.server import ServerConfig, serve
+from rawepoll._cli import non_negative_int, non_negative_seconds, port, positive_int
+from rawepoll.server.config import ServerConfig
 from rawepoll.server.handler import Handler
+from rawepoll.server.serve import serve
 
 DESCRIPTION = (
     "Serve TCP (IPv4/IPv6) or Unix-socket connections with an echo handler (or your own), "
@@ -33,19 +36,21 @@ def _handler(text: str) -> type[Handler]:
     return handler
 
 
+_DEFAULTS = ServerConfig()  # every default below is read from here
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``rawepoll serve`` options."""
+    """The ``rawepoll serve`` options; defaults are :class:`ServerConfig`'s."""
+    parser.set_defaults(**{f.name: getattr(_DEFAULTS, f.name) for f in _OPTIONS})
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; "
+        help="address to bind (default %(default)s; "
         "never all interfaces unless you ask, e.g. 0.0.0.0 or ::)",
     )
     parser.add_argument(
         "--port",
         type=port,
-        default=8080,
-        help="TCP port (default 8080; 0 picks a free one, shown when listening)",
+        help="TCP port (default %(default)s; 0 picks a free one, shown when listening)",
     )
     parser.add_argument(
         "--unix",
@@ -56,16 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode",
         choices=("lt", "et"),
-        default="lt",
         help="level-triggered (one read per event) or edge-triggered "
-        "(drain each event, with a per-turn read budget); default lt",
+        "(drain each event, with a per-turn read budget); default %(default)s",
     )
     parser.add_argument(
         "--workers",
         type=_workers,
-        default=1,
         metavar="N|auto",
-        help="worker processes (default 1: in-process, no supervisor); N > 1 forks "
+        help="worker processes (default %(default)s: in-process, no supervisor); N > 1 forks "
         "N workers sharing one listener with EPOLLEXCLUSIVE and restarts any that "
         "dies; auto = one per core, more if RLIMIT_NOFILE caps a process below "
         "--max-conns",
@@ -81,30 +84,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--idle-timeout",
         type=non_negative_seconds,
-        default=0.0,
         metavar="SECONDS",
-        help="close connections without traffic for this long (default 0: never)",
+        help="close connections without traffic for this long (default %(default)s: never)",
     )
     parser.add_argument(
         "--drain-timeout",
         type=non_negative_seconds,
-        default=10.0,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, serve open connections this long at most before "
-        "closing them (default 10)",
+        "closing them (default %(default)s)",
     )
     parser.add_argument(
         "--backlog",
         type=positive_int,
-        default=4096,
         metavar="N",
-        help="listen() backlog (default 4096; the kernel caps it at somaxconn)",
+        help="listen() backlog (default %(default)s; the kernel caps it at somaxconn)",
     )
     parser.add_argument(
         "--balance",
         choices=("rotate", "fill"),
-        default="rotate",
-        help="how workers share new connections: rotate (default) moves a worker to the "
+        help="how workers share new connections: rotate (the default) moves a worker to the "
         "back of the listener's queue after each accept batch, so workers take turns and "
         "active connections spread evenly; fill lets the first idle worker take "
         "connections until it is full, in bigger batches -- cheaper per connection when "
@@ -113,9 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stats-interval",
         type=non_negative_seconds,
-        default=0.0,
         metavar="SECONDS",
-        help="print a status line every SECONDS (default 0: only at exit)",
+        help="print a status line (and a status event, see --status-fd) every SECONDS "
+        "(default %(default)s: only at exit)",
     )
     parser.add_argument(
         "--handler",
@@ -127,40 +126,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--high-water",
         type=positive_int,
-        default=262144,
         metavar="BYTES",
-        help="pause reading a connection while its pending output exceeds this (default 262144)",
+        help="pause reading a connection while its pending output exceeds this "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--low-water",
         type=positive_int,
-        default=65536,
         metavar="BYTES",
-        help="resume reading once pending output falls below this (default 65536)",
+        help="resume reading once pending output falls below this (default %(default)s)",
+    )
+    parser.add_argument(
+        "--status-fd",
+        type=non_negative_int,
+        metavar="N",
+        help="write JSON events to descriptor N, one object per line, for programs that "
+        "start the server: 'ready' (address, family, pid, worker pids, mode) once "
+        "listening, 'status' every --stats-interval, 'restart' when a worker is replaced, "
+        "'exit' (the counters) last; see docs/server.md",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="print neither the listening line nor the exit summary"
     )
 
 
+# The options that map one to one onto a ServerConfig field (all but --handler).
+_OPTIONS = [f for f in dataclasses.fields(ServerConfig) if f.name != "handler"]
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the configuration from ``args`` and serve."""
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        unix=args.unix,
-        mode=args.mode,
-        workers=args.workers,
-        max_conns=args.max_conns,
-        idle_timeout=args.idle_timeout,
-        drain_timeout=args.drain_timeout,
-        backlog=args.backlog,
-        balance=args.balance,
-        stats_interval=args.stats_interval,
-        high_water=args.high_water,
-        low_water=args.low_water,
-        quiet=args.quiet,
-    )
+    config = ServerConfig(**{f.name: getattr(args, f.name) for f in _OPTIONS})
     if args.handler is not None:
         config.handler = args.handler
     try:
@@ -168,8 +164,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"rawepoll serve: error: {error}", file=sys.stderr)
         return 2
+    if config.status_fd is not None and not _is_open(config.status_fd):
+        print(
+            f"rawepoll serve: error: --status-fd {config.status_fd} is not an open descriptor",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return serve(config)
     except OSError as error:
         print(f"rawepoll serve: error: {error}", file=sys.stderr)
         return 1
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -8,7 +8,7 @@ import os
 import socket
 import stat
 
-__all__ = ["describe", "open_listener", "remove_unix_path"]
+__all__ = ["address_of", "describe", "open_listener", "remove_unix_path"]
 
 
 def open_listener(
@@ -75,6 +75,18 @@ def describe(sock: socket.socket) -> str:
         return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def address_of(sock: socket.socket) -> tuple[str, str, str | None, int | None, str | None]:
+    """``(address, family, host, port, path)`` of a listening socket, for the ``ready`` event.
+
+    ``address`` is :func:`describe`'s text; ``family`` is ``inet``, ``inet6`` or ``unix``.
+    """
+    address = describe(sock)
+    if sock.family == socket.AF_UNIX:
+        return address, "unix", None, None, sock.getsockname()
+    host, port = sock.getsockname()[:2]
+    return address, "inet6" if sock.family == socket.AF_INET6 else "inet", host, port, None
 
 
 def remove_unix_path(path: str | None) -> None:

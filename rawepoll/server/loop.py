@@ -48,6 +48,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 from rawepoll import _libc
@@ -55,7 +56,7 @@ from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
 from rawepoll.server import _sys
 from rawepoll.server.handler import Handler, Output
-from rawepoll.server.stats import SharedStats, Stats, format_line
+from rawepoll.server.stats import SharedStats, Stats
 from rawepoll.server.timers import IdleWheel
 from rawepoll.unix import (
     EPOLLERR,
@@ -108,49 +109,22 @@ _RETRY_ACCEPT: Final = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    """What a worker needs to know; built by :mod:`rawepoll.server.serve`."""
+    """What a worker needs to know; built by :func:`rawepoll.server.serve`."""
 
-    __slots__ = (
-        "drain_timeout",
-        "exclusive",
-        "handler",
-        "high_water",
-        "idle_timeout",
-        "is_tcp",
-        "low_water",
-        "max_conns",
-        "refuse_when_full",
-        "rotate",
-        "stats_interval",
-    )
-
-    def __init__(
-        self,
-        *,
-        handler: type[Handler],
-        max_conns: int,
-        high_water: int,
-        low_water: int,
-        idle_timeout: float,
-        drain_timeout: float,
-        stats_interval: float,
-        is_tcp: bool,
-        exclusive: bool,
-        refuse_when_full: bool,
-        rotate: bool = True,
-    ) -> None:
-        self.handler = handler
-        self.max_conns = max_conns
-        self.high_water = high_water
-        self.low_water = low_water
-        self.idle_timeout = idle_timeout
-        self.drain_timeout = drain_timeout
-        self.stats_interval = stats_interval
-        self.is_tcp = is_tcp
-        self.exclusive = exclusive
-        self.refuse_when_full = refuse_when_full
-        self.rotate = rotate
+    handler: type[Handler]
+    max_conns: int
+    high_water: int
+    low_water: int
+    idle_timeout: float
+    drain_timeout: float
+    stats_interval: float
+    is_tcp: bool
+    exclusive: bool  # several workers share the listener: EPOLLEXCLUSIVE
+    refuse_when_full: bool  # the only worker: close what it cannot hold, at once
+    rotate: bool = True  # --balance rotate (False: fill)
+    mode: str = "lt"
 
 
 class WorkerMemory:
@@ -186,6 +160,7 @@ class Worker:
         slot: int = 0,
         log: Callable[[str], None] | None = None,
         memory: WorkerMemory | None = None,
+        report: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         memory = memory if memory is not None else WorkerMemory()
         self.config = config
@@ -195,6 +170,7 @@ class Worker:
         self.shared = shared
         self.slot = slot
         self.log = log or _log_stderr
+        self.report = report  # periodic status of a worker that has no supervisor
         self.flags = memory.flags
         fd_limit = len(self.flags)
         self.pending: dict[int, bytearray] = {}
@@ -475,6 +451,10 @@ class Worker:
 
     # -- the loops --------------------------------------------------------
 
+    def run(self) -> int:
+        """Serve in the configured mode until a graceful shutdown ends."""
+        return self.run_et() if self.config.mode == "et" else self.run_lt()
+
     def run_lt(self) -> int:
         """Level-triggered: one read per ready connection per turn."""
         self.mode_bits = self.conn_bits = 0
@@ -684,8 +664,8 @@ class Worker:
             self.shared.publish(self.slot, self.stats)
         if now >= self.next_stats:
             self.next_stats = now + self.config.stats_interval
-            if self.shared is None:
-                print(format_line("status", self.stats.as_dict()), flush=True)
+            if self.report is not None:
+                self.report(self.stats.as_dict())
         if self.stopping:
             return self._drain_step(now)
         return True

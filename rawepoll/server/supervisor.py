@@ -28,155 +28,185 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
 
 from rawepoll.server.loop import Worker, WorkerConfig, WorkerMemory
-from rawepoll.server.stats import FIELDS, SharedStats, format_line
+from rawepoll.server.report import Ready, Reporter
+from rawepoll.server.stats import FIELDS, SharedStats
 
-__all__ = ["run_single", "supervise"]
+__all__ = ["Outcome", "Supervisor", "run_single"]
 
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
-_KILL_GRACE = 5.0  # seconds past the drain timeout before workers are killed
+_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+_KILL_GRACE: Final = 5.0  # seconds past the drain timeout before workers are killed
+_NEVER: Final = float("inf")
+
+MakeReady = Callable[[int, tuple[int, ...]], Ready]
+"""``(serving pid, worker pids) -> Ready``: the ``ready`` event, built by :func:`serve`."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a server ended: summed counters, workers replaced, whether the drain was clean."""
+
+    counts: dict[str, int]
+    restarted: int
+    clean: bool
 
 
 def run_single(
-    listener: socket.socket, config: WorkerConfig, mode: str, announce: Callable[[int], None]
-) -> dict[str, int]:
-    """Serve in this process until a graceful shutdown; return the counters.
+    listener: socket.socket, config: WorkerConfig, reporter: Reporter, make_ready: MakeReady
+) -> Outcome:
+    """Serve in this process until a graceful shutdown.
 
-    The signal handlers are in place before ``announce`` tells the world we
-    listen: a SIGTERM sent the moment the line appears must drain, not kill.
+    The signal handlers are in place before the ``ready`` event tells the
+    world we listen: a SIGTERM sent the moment it appears must drain, not kill.
     """
-    worker = Worker(listener, config)
+    worker = Worker(listener, config, report=reporter.status)
     worker.install_signals()
-    announce(os.getpid())
+    pid = os.getpid()
+    reporter.ready(make_ready(pid, (pid,)))
     try:
-        worker.run_et() if mode == "et" else worker.run_lt()
+        worker.run()
     finally:
         worker.finish()
-    return worker.stats.as_dict()
+    return Outcome(worker.stats.as_dict(), restarted=0, clean=True)
 
 
-def _child(
-    listener: socket.socket,
-    config: WorkerConfig,
-    mode: str,
-    shared: SharedStats,
-    slot: int,
-    *,
-    memory: WorkerMemory,
-) -> None:
-    """A forked worker's whole life; never returns."""
-    status = 1
-    try:
-        shared.clear(slot)
-        worker = Worker(listener, config, shared=shared, slot=slot, memory=memory)
-        worker.install_signals()  # before unblocking: a forwarded SIGTERM must find them
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-        worker.run_et() if mode == "et" else worker.run_lt()
-        worker.finish()
-        status = 0
-    except BaseException as error:  # report, then leave without unwinding into the parent's code
-        print(f"rawepoll serve: worker {slot} failed: {error!r}", file=sys.stderr, flush=True)
-    finally:
-        sys.stdout.flush()
-        os._exit(status)
+class Supervisor:
+    """Forks the workers, replaces any that dies, forwards shutdown, sums the counters.
 
-
-def supervise(
-    listener: socket.socket,
-    config: WorkerConfig,
-    mode: str,
-    workers: int,
-    announce: Callable[[int], None],
-) -> tuple[dict[str, int], int, bool]:
-    """Fork ``workers`` workers and keep them alive until SIGTERM/SIGINT.
-
-    Returns the summed counters, how many workers were restarted, and whether
-    every worker exited cleanly from the shutdown.
+    The supervisor blocks SIGTERM, SIGINT and SIGCHLD and takes them with
+    ``sigtimedwait`` (no handler races); its loop wakes at least once a
+    second, and at every ``stats_interval`` to report.
     """
-    shared = SharedStats(workers)
-    retired = dict.fromkeys(FIELDS, 0)
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    memory = WorkerMemory()  # inherited by every worker, copy-on-write
-    gc.collect()
-    gc.freeze()
-    slots: dict[int, int] = {}  # pid -> slot
 
-    def spawn(slot: int) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        config: WorkerConfig,
+        workers: int,
+        reporter: Reporter,
+        make_ready: MakeReady,
+    ) -> None:
+        self.listener = listener
+        self.config = config
+        self.workers = workers
+        self.reporter = reporter
+        self.make_ready = make_ready
+        self.shared = SharedStats(workers)
+        self.retired = dict.fromkeys(FIELDS, 0)  # what dead workers had counted
+        self.slots: dict[int, int] = {}  # pid -> slot
+        self.memory: WorkerMemory | None = None
+        self.restarted = 0
+        self.clean = True
+        self.stopping = False
+        self.kill_at = _NEVER
+        interval = config.stats_interval
+        self.next_stats = time.monotonic() + interval if interval else _NEVER
+
+    def run(self) -> Outcome:
+        """Fork every worker, announce, supervise until they have all exited."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self.memory = WorkerMemory()  # inherited by every worker, copy-on-write
+        gc.collect()
+        gc.freeze()
+        try:
+            for slot in range(self.workers):
+                self.spawn(slot)
+            self.reporter.ready(self.make_ready(os.getpid(), tuple(self.slots)))
+            while self.slots:
+                self.step()
+        finally:
+            for pid in self.slots:
+                _kill(pid, signal.SIGKILL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        return Outcome(self.totals(), self.restarted, self.clean)
+
+    def spawn(self, slot: int) -> int:
+        """Fork the worker for ``slot``; its pid."""
         sys.stdout.flush()  # else the child would print our buffered output again
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(listener, config, mode, shared, slot, memory=memory)
-        slots[pid] = slot
+            self._child(slot)
+        self.slots[pid] = slot
+        return pid
 
-    for slot in range(workers):
-        spawn(slot)
-    announce(os.getpid())
-    restarted = 0
-    clean = True
-    stopping = False
-    kill_at = float("inf")
-    next_stats = time.monotonic() + config.stats_interval if config.stats_interval else None
-    try:
-        while slots:
-            now = time.monotonic()
-            wait = 1.0 if next_stats is None else max(0.0, min(1.0, next_stats - now))
-            info = signal.sigtimedwait(_SIGNALS, wait)
-            if (
-                info is not None
-                and info.si_signo in (signal.SIGTERM, signal.SIGINT)
-                and not stopping
-            ):
-                stopping = True
-                listener.close()  # our copy; workers close theirs
-                for pid in slots:
-                    _kill(pid, signal.SIGTERM)
-                kill_at = time.monotonic() + config.drain_timeout + _KILL_GRACE
-            for pid, status in _reap():
-                if pid not in slots:
-                    continue
-                slot = slots.pop(pid)
-                if stopping and os.waitstatus_to_exitcode(status) != 0:
-                    clean = False  # a worker that died earlier was replaced, not failed
-                last = shared.read(slot)
-                for name in FIELDS:
-                    if name != "open":
-                        retired[name] += last[name]
-                shared.clear(slot)
-                if not stopping:
-                    restarted += 1
-                    print(
-                        f"rawepoll serve: worker {slot} (pid {pid}) died "
-                        f"({_describe_status(status)}); restarting it",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    spawn(slot)
-            now = time.monotonic()
-            if now >= kill_at:
-                for pid in slots:
-                    _kill(pid, signal.SIGKILL)
-                kill_at = float("inf")
-            if next_stats is not None and now >= next_stats:
-                next_stats = now + config.stats_interval
-                counts = shared.total(retired)
-                print(
-                    format_line(
-                        "status", counts, workers=len(slots), per_worker_open=_spread(shared)
-                    ),
-                    flush=True,
-                )
-    finally:
-        for pid in slots:
-            _kill(pid, signal.SIGKILL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-    return shared.total(retired), restarted, clean
+    def step(self) -> None:
+        """One wake-up: a signal (or a second) passed; act on what happened."""
+        wait = max(0.0, min(1.0, self.next_stats - time.monotonic()))
+        info = signal.sigtimedwait(_SIGNALS, wait)
+        if info is not None and info.si_signo in _STOP_SIGNALS:
+            self.begin_shutdown()
+        for pid, status in _reap():
+            if pid in self.slots:
+                self.worker_exited(pid, status)
+        now = time.monotonic()
+        if now >= self.kill_at:
+            for pid in self.slots:
+                _kill(pid, signal.SIGKILL)
+            self.kill_at = _NEVER
+        if now >= self.next_stats:
+            self.next_stats = now + self.config.stats_interval
+            per_worker = [self.shared.read(slot)["open"] for slot in range(self.shared.slots)]
+            self.reporter.status(self.totals(), per_worker)
 
+    def begin_shutdown(self) -> None:
+        """Close our listener, ask every worker to drain; kill them if they overstay."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.listener.close()  # our copy; workers close theirs
+        for pid in self.slots:
+            _kill(pid, signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.config.drain_timeout + _KILL_GRACE
 
-def _spread(shared: SharedStats) -> str:
-    """Open connections per worker slot, e.g. ``512,498,530,507`` (the balance)."""
-    return ",".join(str(shared.read(slot)["open"]) for slot in range(shared.slots))
+    def worker_exited(self, pid: int, status: int) -> None:
+        """Keep what the worker counted; replace it unless the server is stopping."""
+        slot = self.slots.pop(pid)
+        if self.stopping and os.waitstatus_to_exitcode(status) != 0:
+            self.clean = False  # a worker that died earlier was replaced, not failed
+        last = self.shared.read(slot)
+        for name in FIELDS:
+            if name != "open":
+                self.retired[name] += last[name]
+        self.shared.clear(slot)
+        if self.stopping:
+            return
+        self.restarted += 1
+        reason = _describe_status(status)
+        print(
+            f"rawepoll serve: worker {slot} (pid {pid}) died ({reason}); restarting it",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.reporter.restart(slot, pid, self.spawn(slot), reason)
+
+    def totals(self) -> dict[str, int]:
+        """The live workers' counters plus what dead ones had counted."""
+        return self.shared.total(self.retired)
+
+    def _child(self, slot: int) -> None:
+        """A forked worker's whole life; never returns."""
+        status = 1
+        try:
+            self.reporter.forget_descriptor()
+            self.shared.clear(slot)
+            worker = Worker(
+                self.listener, self.config, shared=self.shared, slot=slot, memory=self.memory
+            )
+            worker.install_signals()  # before unblocking: a forwarded SIGTERM must find them
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            worker.run()
+            worker.finish()
+            status = 0
+        except BaseException as error:  # report, then leave without unwinding into our code
+            print(f"rawepoll serve: worker {slot} failed: {error!r}", file=sys.stderr, flush=True)
+        finally:
+            sys.stdout.flush()
+            os._exit(status)
 
 
 def _reap() -> list[tuple[int, int]]:
