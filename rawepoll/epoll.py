@@ -45,7 +45,7 @@ import time
 from types import TracebackType
 from typing import Any, Final, NoReturn, Protocol, SupportsIndex
 
-from rawepoll import _libc
+from rawepoll import _ffi
 from rawepoll.events import MAX_EVENTS, EventArray
 from rawepoll.unix import (
     DATA_OFFSET,
@@ -76,10 +76,11 @@ _NS_LIMIT: Final = 1 << 63  # the range of CPython's _PyTime_t (int64 ns)
 _FAST_SECONDS: Final = 2_000_000  # below this, seconds -> ms cannot overflow
 _POOL_LIMIT: Final = 1 << 16  # poll() keeps a buffer up to this many entries
 
-_epoll_create1 = _libc.function("epoll_create1")
-_epoll_ctl = _libc.function("epoll_ctl", blocking=False)  # never sleeps
-_epoll_wait = _libc.function("epoll_wait")
-_epoll_poll = _libc.function("epoll_wait", blocking=False)  # timeout 0 only
+_epoll_create1 = _ffi.epoll_create1
+_epoll_ctl = _ffi.epoll_ctl  # keeps the GIL: never sleeps
+_epoll_wait = _ffi.epoll_wait  # releases the GIL: may sleep
+_epoll_poll = _ffi.epoll_wait_nosleep  # timeout 0 only
+_errno_error = _ffi.errno_error
 _monotonic_ns = time.monotonic_ns
 
 # The event handed to epoll_ctl as immutable bytes: {events, data.fd = fd}
@@ -186,7 +187,7 @@ class Epoll:
         if fd == -1:
             fd = _epoll_create1(EPOLL_CLOEXEC)
             if fd < 0:
-                raise _libc.errno_error()
+                raise _errno_error()
         self._epfd = fd
         return self
 
@@ -268,7 +269,7 @@ class Epoll:
         if epfd < 0:
             raise _closed()
         if _epoll_ctl(epfd, EPOLL_CTL_ADD, fd, _pack_event(eventmask & 0xFFFFFFFF, fd)):
-            raise _libc.errno_error()
+            raise _errno_error()
 
     def modify(self, fd: FileDescriptorLike, eventmask: int) -> None:
         """``epoll_ctl(EPOLL_CTL_MOD)``: change the mask of a registered ``fd``.
@@ -285,7 +286,7 @@ class Epoll:
         if epfd < 0:
             raise _closed()
         if _epoll_ctl(epfd, EPOLL_CTL_MOD, fd, _pack_event(eventmask & 0xFFFFFFFF, fd)):
-            raise _libc.errno_error()
+            raise _errno_error()
 
     def unregister(self, fd: FileDescriptorLike) -> None:
         """``epoll_ctl(EPOLL_CTL_DEL)``: stop watching ``fd``.
@@ -300,7 +301,7 @@ class Epoll:
         if epfd < 0:
             raise _closed()
         if _epoll_ctl(epfd, EPOLL_CTL_DEL, fd, None):  # NULL is fine since 2.6.9
-            raise _libc.errno_error()
+            raise _errno_error()
 
     # -- waiting --------------------------------------------------------
 
@@ -320,9 +321,9 @@ class Epoll:
             if n >= 0:
                 return n
         while True:
-            if _libc.last_errno() != errno.EINTR:
-                raise _libc.errno_error()  # unbound: no frame <-> exception cycle
-            _libc.check_signals()  # a handler's exception ends the wait here
+            if _ffi.last_errno() != errno.EINTR:
+                raise _errno_error()  # unbound: no frame <-> exception cycle
+            _ffi.check_signals()  # a handler's exception ends the wait here
             if deadline >= 0:
                 left = deadline - _monotonic_ns()
                 if left < 0:
@@ -348,21 +349,25 @@ class Epoll:
             TypeError: ``events`` is not an ``EventArray``.
             ValueError: the object is closed.
         """
-        epfd = self._epfd
-        if epfd < 0:
+        # The busy server's call, first and checked by the kernel: a closed
+        # object (-1) fails with EBADF and takes the general path below.
+        if timeout == 0 and type(timeout) is int and type(events) is EventArray:
+            n: int = _epoll_poll(self._epfd, events, events.maxevents, 0)
+            if n >= 0:
+                return n
+        return self._wait(events, timeout)
+
+    def _wait(self, events: EventArray, timeout: float | None) -> int:
+        """:meth:`wait` for every case: checks, timeouts in seconds, EINTR."""
+        if self._epfd < 0:
             raise _closed()
-        if type(events) is not EventArray and not isinstance(events, EventArray):
+        if not isinstance(events, EventArray):
             raise TypeError(f"events must be an EventArray, not {type(events).__name__}")
         if timeout is None:
             ms = ns = -1
-        elif timeout == 0 and type(timeout) is int:
-            n: int = _epoll_poll(epfd, events._array, events._length, 0)
-            if n >= 0:
-                return n
-            ms = ns = 0
         else:
             ms, ns = _timeout_ms(timeout)
-        return self._wait_into(events._array, events._length, ms, ns)
+        return self._wait_into(events, events.maxevents, ms, ns)
 
     def poll(self, timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
         """``epoll_wait(2)``: a list of ``(fd, events)`` for the ready descriptors.
@@ -400,7 +405,7 @@ class Epoll:
             events = EventArray(max(maxevents, FD_SETSIZE - 1))
         if len(events) < maxevents:
             events = EventArray(maxevents)
-        n = self._wait_into(events._array, maxevents, ms, ns)
+        n = self._wait_into(events, maxevents, ms, ns)
         result = list(events.ready(n))
         if not pool and len(events) <= _POOL_LIMIT:
             pool.append(events)

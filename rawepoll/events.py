@@ -14,7 +14,7 @@ import ctypes
 import operator
 import struct
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 from rawepoll.unix import DATA_OFFSET, EVENT_SIZE, EpollEvent
 
@@ -32,16 +32,27 @@ _CACHED_VIEWS: Final = 128  # ready(n) keeps its slices for n up to this
 class EventArray:
     """A reusable array of ``n`` :class:`~rawepoll.unix.EpollEvent` (Go's ``[]EpollEvent``).
 
-    Pass it to :func:`rawepoll.unix.EpollWait` or :meth:`rawepoll.Epoll.wait`;
-    the kernel is asked for at most ``len(array)`` entries.  Then read the
+    Pass it to :func:`rawepoll.unix.EpollWait` or :meth:`rawepoll.Epoll.wait`
+    -- or straight to a C function: ctypes passes it as a pointer to its first
+    entry (``_as_parameter_``) -- and ask the kernel for at most
+    :attr:`maxevents` (= ``len(array)``) entries.  Then read the
     first ``n`` entries with :meth:`ready` (fast), :meth:`data` (the 64-bit
     token), or by indexing (an ``EpollEvent`` view of the same memory).
 
     Not safe to fill from two threads at once: give each waiting thread its own.
     """
 
-    __slots__ = ("__weakref__", "_array", "_fds", "_length", "_masks", "_views")
+    __slots__ = ("__weakref__", "_array", "_as_parameter_", "_fds", "_masks", "_views", "maxevents")
 
+    _array: ctypes.Array[EpollEvent]
+    _as_parameter_: Any
+    _fds: memoryview
+    _masks: memoryview
+    _views: list[tuple[memoryview, memoryview] | None]
+
+    # _as_parameter_: what ctypes passes to C when the array itself is an
+    # argument -- byref(_array), made once: a pointer object per call would
+    # cost ~300 ns of a ~450 ns zero-timeout wait.
     # _fds / _masks: strided views, one item per entry, over the same memory.
     # _views[n]: (_fds[:n], _masks[:n]), made on first use for small n -- two
     # memoryview slices cost more than a wait with one ready fd.
@@ -56,17 +67,30 @@ class EventArray:
         n = operator.index(n)
         if not 1 <= n <= MAX_EVENTS:
             raise ValueError(f"EventArray size must be in 1..{MAX_EVENTS}, got {n}")
-        self._length = n
-        self._array = (EpollEvent * n)()
-        raw = memoryview(self._array).cast("B")
-        self._fds = raw.cast("i")[_FD_WORD::_WORDS]
-        self._masks = raw.cast("I")[0::_WORDS]
-        self._views: list[tuple[memoryview, memoryview] | None] = [None] * (
-            min(n, _CACHED_VIEWS) + 1
-        )
+        array = (EpollEvent * n)()
+        raw = memoryview(array).cast("B")
+        views: list[tuple[memoryview, memoryview] | None] = [None] * (min(n, _CACHED_VIEWS) + 1)
+        # Set together and never again (__setattr__ refuses): the pointer C
+        # gets and the count it is told must always describe the same block.
+        _set = object.__setattr__
+        _set(self, "maxevents", n)
+        _set(self, "_array", array)
+        _set(self, "_as_parameter_", ctypes.byref(array))
+        _set(self, "_fds", raw.cast("i")[_FD_WORD::_WORDS])
+        _set(self, "_masks", raw.cast("I")[0::_WORDS])
+        _set(self, "_views", views)
+
+    maxevents: int
+    """How many entries the kernel may fill (``epoll_wait``'s ``maxevents``): ``len(self)``."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"EventArray.{name} is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"EventArray.{name} is read-only")
 
     def __len__(self) -> int:
-        return self._length
+        return self.maxevents
 
     def __getitem__(self, index: int) -> EpollEvent:
         """Entry ``index`` as an :class:`EpollEvent` that shares this memory."""
@@ -77,7 +101,7 @@ class EventArray:
         return iter(self._array)
 
     def __repr__(self) -> str:
-        return f"EventArray({self._length})"
+        return f"EventArray({self.maxevents})"
 
     @property
     def array(self) -> ctypes.Array[EpollEvent]:
@@ -106,14 +130,14 @@ class EventArray:
         """The whole 64-bit ``data`` word of entry ``index`` (a u64 token)."""
         index = operator.index(index)
         if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
+            index += self.maxevents
+        if not 0 <= index < self.maxevents:
             raise IndexError("EventArray index out of range")
         value: int = _DATA.unpack_from(self._array, index * EVENT_SIZE + DATA_OFFSET)[0]
         return value
 
     def _count(self, n: object) -> int:
         count = operator.index(n)  # type: ignore[arg-type]
-        if not 0 <= count <= self._length:
-            raise ValueError(f"n must be in 0..{self._length}, got {count}")
+        if not 0 <= count <= self.maxevents:
+            raise ValueError(f"n must be in 0..{self.maxevents}, got {count}")
         return count

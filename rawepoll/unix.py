@@ -44,7 +44,7 @@ import resource
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Union
 
-from rawepoll import _libc
+from rawepoll import _ffi
 
 if TYPE_CHECKING:
     from rawepoll.events import EventArray
@@ -122,8 +122,8 @@ EPOLL_CLOEXEC: Final = next(
 RLIMIT_NOFILE: Final = resource.RLIMIT_NOFILE
 RLIM_INFINITY: Final = (1 << 64) - 1  # Go: ^uint64(0)
 
-_INT_MIN: Final = -(1 << 31)
-_INT_MAX: Final = (1 << 31) - 1
+_INT_MIN: Final = _ffi.INT_MIN
+_INT_MAX: Final = _ffi.INT_MAX
 
 # --------------------------------------------------------------------------
 # struct epoll_event, per architecture.
@@ -249,37 +249,30 @@ _MAX_SIGNUMS: Final = 1024  # repeats are harmless, but a sigmask is not a strea
 # --------------------------------------------------------------------------
 # The calls.
 
-_epoll_create1 = _libc.function("epoll_create1")
-_epoll_ctl = _libc.function("epoll_ctl", blocking=False)  # never sleeps: keep the GIL
-_epoll_wait = _libc.function("epoll_wait")
-_epoll_poll = _libc.function("epoll_wait", blocking=False)  # msec == 0 only
-_epoll_pwait = _libc.function("epoll_pwait")
-_epoll_pwait2 = _libc.function("epoll_pwait2") if _libc.has("epoll_pwait2") else None
-
 _EventBuffer = Union["EventArray", "ctypes.Array[EpollEvent]"]
 
 
-def _cint(value: Any, name: str) -> int:
-    """``value`` as a C int, or TypeError/OverflowError saying which argument."""
-    if type(value) is not int:
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
-    if not _INT_MIN <= value <= _INT_MAX:
-        raise OverflowError(f"{name} {value} does not fit in a C int")
-    return int(value)
+_cint = _ffi.c_int
 
 
 def _buffer(events: Any) -> tuple[Any, int]:
-    """The ctypes array behind ``events`` and its length (Go's slice)."""
-    array = getattr(events, "_array", events)
-    if not isinstance(array, ctypes.Array) or array._type_ is not EpollEvent:
-        raise TypeError(
-            "events must be a rawepoll.EventArray or a ctypes array of EpollEvent, "
-            f"not {type(events).__name__}"
-        )
-    return array, len(array)
+    """What C gets for ``events`` and how many entries it may fill (Go's slice).
+
+    An :class:`~rawepoll.EventArray` passes itself (ctypes takes its
+    ``_as_parameter_``) with its ``maxevents``; a ctypes array of
+    :class:`EpollEvent` passes itself with its length.  Nothing else: the
+    count must describe the very memory the kernel writes.
+    """
+    if type(events) is _events.EventArray:
+        return events, events.maxevents
+    if isinstance(events, ctypes.Array) and events._type_ is EpollEvent:
+        return events, len(events)
+    if isinstance(events, _events.EventArray):
+        return events, events.maxevents
+    raise TypeError(
+        "events must be a rawepoll.EventArray or a ctypes array of EpollEvent, "
+        f"not {type(events).__name__}"
+    )
 
 
 def _sigset(sigmask: Iterable[int] | None) -> Any:
@@ -306,18 +299,7 @@ def _sigset(sigmask: Iterable[int] | None) -> Any:
     return ctypes.byref(bits)
 
 
-def _result(n: int) -> int:
-    """``n``, or the errno of the failed call as an exception (EINTR included).
-
-    The exception is never bound to a local name: error -> traceback -> frame
-    -> error would be a cycle that keeps the caller's buffer alive until the
-    next garbage collection.
-    """
-    if n < 0:
-        if _libc.last_errno() == errno.EINTR:
-            _libc.check_signals()  # a handler's own exception wins
-        raise _libc.errno_error()
-    return n
+_result = _ffi.check
 
 
 def EpollCreate(size: int) -> int:
@@ -344,7 +326,7 @@ def EpollCreate1(flag: int) -> int:
     Returns:
         The new descriptor; the caller owns it (``os.close`` it).
     """
-    fd: int = _epoll_create1(_cint(flag, "flag"))
+    fd: int = _ffi.epoll_create1(_cint(flag, "flag"))
     return _result(fd)
 
 
@@ -374,7 +356,7 @@ def EpollCtl(epfd: int, op: int, fd: int, event: EpollEvent | None) -> None:
         pointer = ctypes.byref(event)
     else:
         raise TypeError(f"event must be an EpollEvent or None, not {type(event).__name__}")
-    _result(_epoll_ctl(epfd, op, fd, pointer))
+    _result(_ffi.epoll_ctl(epfd, op, fd, pointer))
 
 
 def EpollWait(epfd: int, events: _EventBuffer, msec: int) -> int:
@@ -400,7 +382,8 @@ def EpollWait(epfd: int, events: _EventBuffer, msec: int) -> int:
         epfd = _cint(epfd, "epfd")
     if type(msec) is not int or not _INT_MIN <= msec <= _INT_MAX:
         msec = _cint(msec, "msec")
-    n: int = (_epoll_poll if msec == 0 else _epoll_wait)(epfd, array, length, msec)
+    wait = _ffi.epoll_wait_nosleep if msec == 0 else _ffi.epoll_wait
+    n: int = wait(epfd, array, length, msec)
     if n < 0:
         _result(n)
     return n
@@ -422,7 +405,7 @@ def EpollPwait(epfd: int, events: _EventBuffer, msec: int, sigmask: Iterable[int
     epfd = _cint(epfd, "epfd")
     msec = _cint(msec, "msec")
     mask = _sigset(sigmask)
-    n: int = _epoll_pwait(epfd, array, length, msec, mask)
+    n: int = _ffi.epoll_pwait(epfd, array, length, msec, mask)
     return _result(n)
 
 
@@ -461,9 +444,10 @@ def EpollPwait2(
             f"not {type(timeout).__name__}"
         )
     mask = _sigset(sigmask)
-    if _epoll_pwait2 is None:
+    pwait2 = _ffi.epoll_pwait2
+    if pwait2 is None:
         raise OSError(errno.ENOSYS, "epoll_pwait2 is not provided by this C library")
-    n: int = _epoll_pwait2(epfd, array, length, spec, mask)
+    n: int = pwait2(epfd, array, length, spec, mask)
     return _result(n)
 
 
@@ -494,3 +478,7 @@ def Setrlimit(resource_: int, rlim: Rlimit) -> None:
 
     # prlimit, not setrlimit: the stdlib's setrlimit reports EPERM as ValueError.
     resource.prlimit(0, _cint(resource_, "resource"), (_py(rlim.Cur), _py(rlim.Max)))
+
+
+# EventArray's module imports this one; by the time a call runs, both exist.
+from rawepoll import events as _events  # noqa: E402

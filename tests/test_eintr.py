@@ -30,7 +30,7 @@ from conftest import epoll_wait_args, in_epoll_wait
 
 import rawepoll
 from rawepoll import EPOLLIN, EventArray
-from rawepoll._libc import check_signals
+from rawepoll._ffi import check_signals
 from rawepoll.unix import EpollEvent, EpollPwait, EpollWait
 
 pytestmark = pytest.mark.timeout(60)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import epoll_interest, run_python, wait_until_in_epoll_wait
 
-from rawepoll import EventArray, unix
+from rawepoll import EventArray, _ffi, unix
 
 INT_MAX = 2**31 - 1
 INT_MIN = -(2**31)
@@ -672,7 +672,7 @@ def test_pwait_restores_mask_after_failure(closed_fd: int) -> None:
 @pytest.fixture
 def pwait2() -> None:
     """Skip where libc has no epoll_pwait2 (ENOSYS is tested separately)."""
-    if unix._epoll_pwait2 is None:
+    if _ffi.epoll_pwait2 is None:
         pytest.skip("this libc has no epoll_pwait2 (glibc < 2.35)")
 
 
@@ -739,7 +739,7 @@ def test_pwait2_timeout_too_large(epfd: int, timeout: int) -> None:
 
 def test_pwait2_without_libc_support_is_enosys(epfd: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where libc lacks epoll_pwait2 the call is ENOSYS, as a missing syscall would be."""
-    monkeypatch.setattr(unix, "_epoll_pwait2", None)
+    monkeypatch.setattr(_ffi, "epoll_pwait2", None)
     with pytest.raises(OSError) as info:
         unix.EpollPwait2(epfd, EventArray(1), 0, None)
     assert info.value.errno == errno.ENOSYS
@@ -756,7 +756,7 @@ def test_pwait2_wrong_buffer_and_epfd(epfd: int, closed_fd: int) -> None:
     with pytest.raises(OSError) as info:
         unix.EpollPwait2(epfd, (unix.EpollEvent * 0)(), 0, None)
     assert info.value.errno == errno.EINVAL
-    if unix._epoll_pwait2 is not None:
+    if _ffi.epoll_pwait2 is not None:
         with pytest.raises(OSError) as info:
             unix.EpollPwait2(closed_fd, EventArray(1), 0, None)
         assert info.value.errno == errno.EBADF

@@ -51,10 +51,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from rawepoll import _libc
+from rawepoll import _ffi
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
-from rawepoll.server import _sys
 from rawepoll.server.handler import Handler, Output
 from rawepoll.server.stats import SharedStats, Stats
 from rawepoll.server.timers import IdleWheel
@@ -88,7 +87,7 @@ PEER_DONE: Final = 32  # ET: EPOLLRDHUP seen, read to EOF (a short read proves n
 
 _ERR_HUP: Final = EPOLLERR | EPOLLHUP
 _NEVER: Final = float("inf")
-_epoll_poll = _libc.function("epoll_wait", blocking=False)  # timeout 0 only: never sleeps
+_epoll_poll = _ffi.epoll_wait_nosleep  # timeout 0 only: never sleeps
 _PEER_GONE: Final = EPOLLRDHUP | EPOLLERR | EPOLLHUP
 _FATAL_ACCEPT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # accept(2): Linux reports errors of the pending connection itself; take the next one.
@@ -246,7 +245,7 @@ class Worker:
             if stats.open >= config.max_conns and not config.refuse_when_full:
                 self._stop_accepting()  # full: leave the queue to workers with room
                 break
-            fd = _sys.accept4(self.listen_fd)
+            fd = _ffi.accept4(self.listen_fd)
             if fd < 0:
                 if -fd in _FATAL_ACCEPT:
                     self._out_of_descriptors(-fd)
@@ -260,7 +259,7 @@ class Worker:
                 stats.refused += 1
                 continue
             if config.is_tcp:
-                _sys.set_nodelay(fd)
+                _ffi.set_tcp_nodelay(fd)
             self.ep.register(fd, mask)
             flags[fd] = OPEN
             stats.open += 1
@@ -544,7 +543,8 @@ class Worker:
         GIL release and re-acquisition a sleeping wait needs (the GIL-holding
         call is only safe because it cannot sleep) and Epoll.wait's checks.
         """
-        n: int = _epoll_poll(self.epfd, self.events.array, len(self.events), 0)
+        events = self.events
+        n: int = _epoll_poll(self.epfd, events, events.maxevents, 0)
         if n > 0 or (n == 0 and timeout == 0):
             return n
         return self.ep.wait(self.events, timeout)  # sleeps; EINTR and errors handled there

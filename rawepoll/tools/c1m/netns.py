@@ -42,7 +42,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from rawepoll import _libc
+from rawepoll import _ffi
 
 __all__ = ["REPORTED", "SYSCTLS", "conntrack_entries", "enter", "read_sysctl", "why_not"]
 
@@ -61,8 +61,6 @@ SYSCTLS: Final = {
 # What a report shows of the namespace: the settings above, and the size of its
 # TCP hash table (negative: it shares the host's).
 REPORTED: Final = (*SYSCTLS, "net/ipv4/tcp_ehash_entries")
-
-_unshare = _libc.function("unshare", blocking=False)
 
 
 def why_not() -> str | None:
@@ -112,8 +110,7 @@ def enter(keep: str | None = None, ehash_buckets: int = 0) -> None:
 
 
 def _enter() -> None:
-    if _unshare(CLONE_NEWNET) != 0:
-        raise _libc.errno_error()
+    _ffi.unshare(CLONE_NEWNET)
 
 
 def _loopback_up() -> None:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import rawepoll
-from rawepoll import _libc, unix
+from rawepoll import _ffi, unix
 from rawepoll.events import EventArray
 from rawepoll.tools.compare.timing import Timer
 
@@ -136,9 +136,9 @@ def unix_wait_iter(epfd: int, events: EventArray) -> Timer:
 
 def bare_ctypes_iter(epfd: int, events: EventArray) -> Timer:
     """The bare GIL-holding ctypes ``epoll_wait``, no checks, then ``events.ready(n)``."""
-    epoll_wait = _libc.function("epoll_wait", blocking=False)
-    array = events.array
-    length = len(events)
+    epoll_wait = _ffi.epoll_wait_nosleep
+    array = events  # passed as its _as_parameter_, a pointer made once
+    length = events.maxevents
     ready = events.ready
 
     def run(loops: int) -> int:
@@ -154,9 +154,9 @@ def bare_ctypes_iter(epfd: int, events: EventArray) -> Timer:
 
 def bare_ctypes(epfd: int, events: EventArray) -> Timer:
     """The bare GIL-holding ctypes ``epoll_wait``, the count dropped."""
-    epoll_wait = _libc.function("epoll_wait", blocking=False)
-    array = events.array
-    length = len(events)
+    epoll_wait = _ffi.epoll_wait_nosleep
+    array = events  # passed as its _as_parameter_, a pointer made once
+    length = events.maxevents
 
     def run(loops: int) -> int:
         t0 = time.perf_counter_ns()
