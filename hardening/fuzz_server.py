@@ -59,7 +59,7 @@ from hypothesis import strategies as st
 
 from rawepoll.server.handler import EchoHandler, Handler, UpperLineHandler
 from rawepoll.server.listen import open_listener
-from rawepoll.server.loop import READ_SIZE, Worker, WorkerConfig
+from rawepoll.server.loop import READ_SIZE, Worker, WorkerConfig, WorkerHooks
 
 IO_BOUND = 30.0  # seconds an example's clients may go without moving a byte (liveness)
 SETTLE_BOUND = 30.0  # seconds for the server to close its side once clients left
@@ -257,7 +257,7 @@ class LiveServer:
             refuse_when_full=True,
         )
         self.logs: list[str] = []
-        self.worker = Worker(self.listener, config, log=self.logs.append)
+        self.worker = Worker(self.listener, config, hooks=WorkerHooks(log=self.logs.append))
         self.address: tuple[str, int] = self.listener.getsockname()
         self.error: str | None = None
         run = self.worker.run_et if mode == "et" else self.worker.run_lt
@@ -275,6 +275,13 @@ class LiveServer:
             raise ContractError(f"server {self.name}: the worker raised\n{self.error}")
         if not self.thread.is_alive():
             raise ContractError(f"server {self.name}: the worker returned while serving")
+        if self.worker.stats.handler_errors:  # the worker survives its handler's faults
+            errors = self.worker.stats.handler_errors
+            first = next((line for line in self.logs if "handler error" in line), "")
+            raise ContractError(
+                f"server {self.name}: the handler raised ({errors} handler errors, "
+                f"each closed its connection; the worker went on)\n{first}"
+            )
 
     def settle(self) -> None:
         """Wait (bounded) until the server has closed every connection's socket."""

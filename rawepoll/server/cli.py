@@ -10,6 +10,7 @@ import sys
 
 from rawepoll._cli import non_negative_int, non_negative_seconds, port, positive_int
 from rawepoll.server.config import ServerConfig
+from rawepoll.server.faults import HandlerError
 from rawepoll.server.handler import Handler
 from rawepoll.server.serve import serve
 
@@ -172,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return serve(config)
+    except HandlerError as error:
+        print(f"rawepoll serve: error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"rawepoll serve: error: {error}", file=sys.stderr)
         return 1

@@ -42,12 +42,18 @@ class ServerConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting that makes no sense."""
+        self._check_choices()
+        self._check_numbers()
+
+    def _check_choices(self) -> None:
         if self.mode not in ("lt", "et"):
             raise ValueError(f"mode must be 'lt' or 'et', not {self.mode!r}")
         if self.balance not in ("rotate", "fill"):
             raise ValueError(f"balance must be 'rotate' or 'fill', not {self.balance!r}")
         if not (isinstance(self.workers, int) and self.workers >= 1) and self.workers != "auto":
             raise ValueError(f"workers must be a positive integer or 'auto', not {self.workers!r}")
+
+    def _check_numbers(self) -> None:
         if self.max_conns is not None and self.max_conns < 1:
             raise ValueError("max_conns must be at least 1")
         if not 0 <= self.port <= 65535:

@@ -20,6 +20,18 @@ What one worker promises:
   (PEP 475) and by :meth:`rawepoll.Epoll.wait`.
 * **EMFILE/ENFILE at accept** stops accepting for a back-off, with one log
   line per interval at most; the listener is re-armed afterwards.
+* **A handler's fault costs its connection, never the worker.**  An
+  ``Exception`` out of ``data_received``/``eof_received`` (or a per-connection
+  handler's constructor), or a return value that is neither bytes-like nor
+  ``None``, closes that connection, counts ``handler_errors`` and is logged
+  (:class:`~rawepoll.server.faults.FaultLog`); the other ready events of the
+  turn are served, each once.  The ``try`` sits outside the per-event loop --
+  free in CPython 3.11 until something raises -- and the loop resumes from
+  the same iterator, after the failing descriptor.  ``KeyboardInterrupt`` and
+  ``SystemExit`` from a handler start the graceful drain.
+* **Seen when slow.**  Each turn is timed from the end of the wait to the end
+  of its work; the longest since the last report is ``max_turn_us`` (a
+  handler that blocks for 2 s shows as a 2 s turn).
 
 Level-triggered (:meth:`Worker.run_lt`): each event gets one read; the kernel
 reports the connection again while data remains, so no connection starves
@@ -49,13 +61,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from rawepoll import _ffi
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
+from rawepoll.server.faults import FaultLog
 from rawepoll.server.handler import Handler, Output
-from rawepoll.server.stats import SharedStats, Stats
+from rawepoll.server.stats import PUBLISH_INTERVAL, Stats
 from rawepoll.server.timers import IdleWheel
 from rawepoll.unix import (
     EPOLLERR,
@@ -67,14 +80,15 @@ from rawepoll.unix import (
     EPOLLRDHUP,
 )
 
-__all__ = ["Worker", "WorkerConfig"]
+__all__ = ["Worker", "WorkerConfig", "WorkerHooks", "WorkerMemory"]
+
+_T = TypeVar("_T")
 
 READ_SIZE: Final = 65536
 EVENTS: Final = 1024  # epoll events per wait
 ET_READ_BUDGET: Final = 16  # reads per connection per turn in ET mode (1 MiB)
 ACCEPT_BURST: Final = 64  # accepts per listener event in LT mode
 EMFILE_BACKOFF: Final = 0.25  # seconds without accepting after EMFILE/ENFILE
-PUBLISH_INTERVAL: Final = 0.1  # seconds between copies of the counters to shared memory
 LOG_INTERVAL: Final = 5.0  # at most one "out of descriptors" line per interval
 
 # Per-fd state bits (one byte per descriptor).
@@ -124,6 +138,7 @@ class WorkerConfig:
     refuse_when_full: bool  # the only worker: close what it cannot hold, at once
     rotate: bool = True  # --balance rotate (False: fill)
     mode: str = "lt"
+    shared_handler: Handler | None = None  # handler.shared: the one instance, built by serve()
 
 
 class WorkerMemory:
@@ -147,6 +162,23 @@ class WorkerMemory:
         self.buffer = mmap.mmap(-1, READ_SIZE, flags=mmap.MAP_PRIVATE)
 
 
+@dataclass(frozen=True)
+class WorkerHooks:
+    """Where a worker's figures and messages go.
+
+    ``publish`` -- the counters, into this worker's shared-memory slot (set by
+    the supervisor of forked workers): called when they changed, at most every
+    :data:`~rawepoll.server.stats.PUBLISH_INTERVAL`, and on the way out.
+    ``report`` -- a status report every ``stats_interval`` (set for a worker
+    that has no supervisor).  ``log`` -- one line (or a traceback) for people.
+    """
+
+    publish: Callable[[Stats], None] | None = None
+    report: Callable[[dict[str, int]], None] | None = None
+    log: Callable[[str], None] | None = None
+    slot: int = 0
+
+
 class Worker:
     """One process's share of the connections, on one :class:`rawepoll.Epoll`."""
 
@@ -155,26 +187,34 @@ class Worker:
         listener: socket.socket,
         config: WorkerConfig,
         *,
-        shared: SharedStats | None = None,
-        slot: int = 0,
-        log: Callable[[str], None] | None = None,
+        hooks: WorkerHooks | None = None,
         memory: WorkerMemory | None = None,
-        report: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
+        """Set up the loop; nothing is accepted before :meth:`run`.
+
+        A handler class that says ``shared = True`` has one instance for every
+        connection: ``config.shared_handler`` (built once by :func:`serve`,
+        before anything listens), or built here.
+        """
         memory = memory if memory is not None else WorkerMemory()
+        hooks = hooks if hooks is not None else WorkerHooks()
         self.config = config
         self.listener: socket.socket | None = listener
         self.listen_fd = listener.fileno()
         self.stats = Stats()
-        self.shared = shared
-        self.slot = slot
-        self.log = log or _log_stderr
-        self.report = report  # periodic status of a worker that has no supervisor
+        self.publish = hooks.publish
+        self.report = hooks.report
+        self.slot = hooks.slot
+        self.log = hooks.log or _log_stderr
+        self.faults = FaultLog(self.log)
         self.flags = memory.flags
         fd_limit = len(self.flags)
         self.pending: dict[int, bytearray] = {}
         self.handlers: dict[int, Handler] = {}
-        self.shared_handler: Handler | None = config.handler() if config.handler.shared else None
+        shared_handler = config.shared_handler
+        if shared_handler is None and config.handler.shared:
+            shared_handler = config.handler()
+        self.shared_handler = shared_handler
         self.buffer = memory.buffer
         self.buffers = (self.buffer,)  # os.readv's argument, made once
         self.view = memoryview(self.buffer)
@@ -191,7 +231,9 @@ class Worker:
         self.accept_resume_at = 0.0
         self.last_emfile_log = -LOG_INTERVAL
         self.next_stats = now + config.stats_interval if config.stats_interval else _NEVER
-        self.next_publish = now
+        self.next_publish = now  # earliest time of the next copy to shared memory
+        self.published_events = -1  # stats.events at the last copy (-1: never copied)
+        self.turn_started = now
         self.next_due = _NEVER
         self.stopping = False
         self.drain_deadline = _NEVER
@@ -329,8 +371,14 @@ class Worker:
         return handler
 
     def send(self, fd: int, data: Output) -> None:
-        """Write ``data`` now, keeping what the kernel did not take."""
+        """Write ``data`` now, keeping what the kernel did not take.
+
+        Raises:
+            TypeError: ``data`` is neither bytes-like nor ``None`` (a handler's fault).
+        """
         if not data:
+            if data is not None and data != b"":
+                raise TypeError(f"a handler returned {type(data).__name__}, not bytes or None")
             return
         pending = self.pending.get(fd)
         if pending is not None:  # earlier output waits: keep the order
@@ -430,7 +478,8 @@ class Worker:
         """One read and its answer: bytes read, 0 for EOF/closed, -1 for EAGAIN.
 
         The general path, for connections in any state; the usual case is
-        served by :meth:`_common_case` without a call per message.
+        served by :meth:`_common_case` without a call per message.  What the
+        handler raises propagates: the caller's guard closes the connection.
         """
         try:
             n = os.readv(fd, self.buffers)
@@ -447,6 +496,38 @@ class Worker:
             self.idle.touch(fd)
         self.send(fd, self.handler_for(fd).data_received(self.view[:n]))
         return n
+
+    # -- faults of user code -------------------------------------------------
+
+    def _fault(self, fd: int, error: BaseException) -> None:
+        """User code failed while serving ``fd``: count, log, close that connection only.
+
+        ``KeyboardInterrupt`` and ``SystemExit`` are not faults: they keep
+        their meaning and start the graceful drain (the connection whose
+        handler raised them is closed, its answer unknown).
+        """
+        if isinstance(error, Exception):
+            self.stats.handler_errors += 1
+            self.faults.record(error, f"worker {self.slot}, connection fd {fd}")
+        else:
+            self.stopping = True
+        if 0 <= fd < len(self.flags):
+            self.close(fd)
+
+    def _serve_each(self, items: Iterator[_T], serve: Callable[[_T], object]) -> None:
+        """``serve(item)`` for every item; a fault costs that item's connection only.
+
+        Items are fds or ``(fd, mask)`` pairs.  After a fault the ``for``
+        resumes on the same iterator: no item is skipped or served twice.
+        """
+        item: Any = -1
+        while True:
+            try:
+                for item in items:
+                    serve(item)
+                return
+            except (Exception, KeyboardInterrupt, SystemExit) as error:
+                self._fault(item if type(item) is int else item[0], error)
 
     # -- the loops --------------------------------------------------------
 
@@ -468,24 +549,34 @@ class Worker:
     def _run(self, turn: Callable[[float | None], None]) -> int:
         self._start_accepting()
         monotonic = time.monotonic
+        stats = self.stats
         self.next_due = self._next_due(monotonic())
         while True:
             turn(self._timeout())
             now = monotonic()
+            took_us = int((now - self.turn_started) * 1e6)  # from the end of the wait
+            if took_us > stats.max_turn_us:  # noqa: PLR1730 -- a store only when it grows
+                stats.max_turn_us = took_us
             if now >= self.next_due or self.stopping:  # timers are rare: one test per turn
                 if not self._housekeeping(now):
                     return 0
                 self.next_due = self._next_due(now)
 
-    def _common_case(self, ready: Iterator[tuple[int, int]]) -> list[tuple[int, int]]:
+    def _common_case(self, ready: Iterator[tuple[int, int]]) -> list[tuple[int, int]]:  # noqa: C901, PLR0912, PLR0915 -- the per-message path, inlined on purpose
         """Serve every event that is the common case; return the others.
 
         The common case of both loops: only ``EPOLLIN``, on a connection with
         nothing pending, paused or half-closed -- one read, the handler, one
         write.  It is written out here with locals only, once for both loops:
-        this loop body *is* the server's cost per message above the kernel's.
-        A read that filled the buffer is returned too: more may be waiting,
-        which matters to ET (no new edge will come) and costs LT one read.
+        this loop body *is* the server's cost per message above the kernel's,
+        so it makes no call of its own per message.  The general path
+        (:meth:`read_once`, :meth:`send`) does the same work and is tested to
+        behave the same.  A read that filled the buffer is returned too: more
+        may be waiting, which matters to ET (no new edge will come) and costs
+        LT one read.
+
+        A fault of the handler closes that connection (:meth:`_fault`); the
+        ``for`` then resumes on the same iterator, with the next event.
         """
         rest: list[tuple[int, int]] = []
         flags = self.flags
@@ -497,40 +588,50 @@ class Worker:
         receive = shared.data_received if shared is not None else None  # bound once
         idle = self.idle
         bytes_in = bytes_out = 0
-        for fd, mask in ready:
-            if mask != EPOLLIN or flags[fd] != OPEN:
-                rest.append((fd, mask))  # the listener and the wake pipe land here too
-                continue
+        fd = -1
+        while True:
             try:
-                got = readv(fd, buffers)
-            except BlockingIOError:
-                continue
-            except OSError:
-                self.close(fd)
-                continue
-            if not got:
-                self.eof(fd)
-                continue
-            bytes_in += got
-            if idle is not None:
-                idle.touch(fd)
-            if receive is not None:
-                out = receive(view[:got])
-            else:
-                out = self.handler_for(fd).data_received(view[:got])
-            if out:
-                try:
-                    sent = write(fd, out)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    self.close(fd)
-                    continue
-                bytes_out += sent
-                if sent < len(out):
-                    self._keep(fd, out, sent)
-            if got == READ_SIZE:
-                rest.append((fd, mask))
+                for fd, mask in ready:
+                    if mask != EPOLLIN or flags[fd] != OPEN:
+                        rest.append((fd, mask))  # the listener and the wake pipe land here too
+                        continue
+                    try:
+                        got = readv(fd, buffers)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        self.close(fd)
+                        continue
+                    if not got:
+                        self.eof(fd)
+                        continue
+                    bytes_in += got
+                    if idle is not None:
+                        idle.touch(fd)
+                    if receive is not None:
+                        out = receive(view[:got])
+                    else:
+                        out = self.handler_for(fd).data_received(view[:got])
+                    if out:
+                        try:
+                            sent = write(fd, out)
+                        except BlockingIOError:
+                            sent = 0
+                        except OSError:
+                            self.close(fd)
+                            continue
+                        bytes_out += sent
+                        if sent < len(out):
+                            self._keep(fd, out, sent)
+                    elif out is not None and out != b"":
+                        raise TypeError(
+                            f"a handler returned {type(out).__name__}, not bytes or None"
+                        )
+                    if got == READ_SIZE:
+                        rest.append((fd, mask))
+                break
+            except (Exception, KeyboardInterrupt, SystemExit) as error:
+                self._fault(fd, error)
         stats = self.stats
         stats.bytes_in += bytes_in
         stats.bytes_out += bytes_out
@@ -542,12 +643,14 @@ class Worker:
         Under load the poll almost always finds events, so a turn skips the
         GIL release and re-acquisition a sleeping wait needs (the GIL-holding
         call is only safe because it cannot sleep) and Epoll.wait's checks.
+        The turn's clock starts when the wait returns.
         """
         events = self.events
         n: int = _epoll_poll(self.epfd, events, events.maxevents, 0)
-        if n > 0 or (n == 0 and timeout == 0):
-            return n
-        return self.ep.wait(self.events, timeout)  # sleeps; EINTR and errors handled there
+        if not (n > 0 or (n == 0 and timeout == 0)):
+            n = self.ep.wait(events, timeout)  # sleeps; EINTR and errors handled there
+        self.turn_started = time.monotonic()
+        return n
 
     def _turn_lt(self, timeout: float | None) -> None:
         events = self.events
@@ -555,24 +658,25 @@ class Worker:
         stats = self.stats
         stats.loops += 1
         stats.events += n
-        flags = self.flags
-        listen_fd = self.listen_fd
-        wake_r = self.wake_r
-        for fd, mask in self._common_case(events.ready(n)):
-            if fd == listen_fd:
-                self._accept(drain=False)
-            elif fd == wake_r:
-                self._drain_wake()
-            else:
-                if mask & EPOLLOUT:
-                    self.flush(fd)
-                state = flags[fd]
-                if not mask & ~EPOLLOUT or not state & OPEN:
-                    continue
-                if not state & (PAUSED | EOF):
-                    self.read_once(fd)
-                elif mask & _ERR_HUP:
-                    self.close(fd)  # not reading, and LT would report this forever
+        self._serve_each(iter(self._common_case(events.ready(n))), self._serve_lt)
+
+    def _serve_lt(self, event: tuple[int, int]) -> None:
+        """One event that is not the common case, level-triggered."""
+        fd, mask = event
+        if fd == self.listen_fd:
+            self._accept(drain=False)
+        elif fd == self.wake_r:
+            self._drain_wake()
+        else:
+            if mask & EPOLLOUT:
+                self.flush(fd)
+            state = self.flags[fd]
+            if not mask & ~EPOLLOUT or not state & OPEN:
+                return
+            if not state & (PAUSED | EOF):
+                self.read_once(fd)
+            elif mask & _ERR_HUP:
+                self.close(fd)  # not reading, and LT would report this forever
 
     def _turn_et(self, timeout: float | None) -> None:
         events = self.events
@@ -581,25 +685,31 @@ class Worker:
         stats = self.stats
         stats.loops += 1
         stats.events += n
+        self._serve_each(iter(again), self._continue_et)
+        self._serve_each(iter(self._common_case(events.ready(n))), self._serve_et)
+
+    def _continue_et(self, fd: int) -> None:
+        """A connection that used its read budget last turn: drain it some more."""
         flags = self.flags
-        listen_fd = self.listen_fd
-        wake_r = self.wake_r
-        for fd in again:
-            flags[fd] &= ~QUEUED
-            if flags[fd] & OPEN:
+        flags[fd] &= ~QUEUED
+        if flags[fd] & OPEN:
+            self._drain(fd)
+
+    def _serve_et(self, event: tuple[int, int]) -> None:
+        """One event that is not the common case, edge-triggered."""
+        fd, mask = event
+        if fd == self.listen_fd:
+            self._accept(drain=True)
+        elif fd == self.wake_r:
+            self._drain_wake()
+        else:
+            flags = self.flags
+            if mask & EPOLLOUT:
+                self.flush(fd)
+            if mask & ~EPOLLOUT and flags[fd] & OPEN:
+                if mask & _PEER_GONE:
+                    flags[fd] |= PEER_DONE
                 self._drain(fd)
-        for fd, mask in self._common_case(events.ready(n)):
-            if fd == listen_fd:
-                self._accept(drain=True)
-            elif fd == wake_r:
-                self._drain_wake()
-            else:
-                if mask & EPOLLOUT:
-                    self.flush(fd)
-                if mask & ~EPOLLOUT and flags[fd] & OPEN:
-                    if mask & _PEER_GONE:
-                        flags[fd] |= PEER_DONE
-                    self._drain(fd)
 
     def _drain(self, fd: int) -> None:
         """ET: read until EAGAIN or a short read, at most ``ET_READ_BUDGET`` times."""
@@ -624,7 +734,13 @@ class Worker:
     # -- time: accept back-off, idle timeouts, stats, shutdown -------------
 
     def _timeout(self) -> float | None:
-        """How long the next wait may sleep: until the next timer, or forever."""
+        """How long the next wait may sleep: until the next timer, or forever.
+
+        Counters that changed since they were last copied to shared memory
+        bound the sleep too: a worker killed while idle must have left them.
+        """
+        if self.publish is not None and self.stats.events != self.published_events:
+            self.next_due = min(self.next_due, self.next_publish)  # housekeeping publishes
         due = self.next_due
         if due == _NEVER:
             return None
@@ -633,7 +749,7 @@ class Worker:
     def _next_due(self, now: float) -> float:
         """When housekeeping must run next (stats, publishing, back-off, idle, drain)."""
         due = self.next_stats
-        if self.shared is not None:
+        if self.publish is not None and self.stats.events != self.published_events:
             due = min(due, self.next_publish)
         if self.stopping:
             due = min(due, self.drain_deadline)
@@ -659,16 +775,26 @@ class Worker:
             and self.stats.open < self.config.max_conns
         ):
             self._start_accepting()
-        if self.shared is not None and now >= self.next_publish:
-            self.next_publish = now + PUBLISH_INTERVAL
-            self.shared.publish(self.slot, self.stats)
+        if now >= self.next_publish:
+            self._publish(now)
         if now >= self.next_stats:
             self.next_stats = now + self.config.stats_interval
+            self.faults.flush(now)
             if self.report is not None:
                 self.report(self.stats.as_dict())
+                self.stats.max_turn_us = 0  # "since the last report"
         if self.stopping:
             return self._drain_step(now)
         return True
+
+    def _publish(self, now: float) -> None:
+        """Copy the counters to shared memory if they changed (at most every interval)."""
+        if self.publish is None or self.stats.events == self.published_events:
+            return
+        self.next_publish = now + PUBLISH_INTERVAL
+        self.published_events = self.stats.events
+        self.publish(self.stats)
+        self.stats.max_turn_us = 0  # the shared cell keeps the maximum until it is read
 
     def _drain_step(self, now: float) -> bool:
         """Graceful shutdown: no new connections; serve until peers leave or the deadline."""
@@ -688,9 +814,14 @@ class Worker:
         return False
 
     def finish(self) -> None:
-        """Release the loop's own descriptors; restore the signal set-up."""
-        if self.shared is not None:
-            self.shared.publish(self.slot, self.stats)
+        """Release the loop's own descriptors; restore the signal set-up; last figures out.
+
+        Safe to call after any failure of :meth:`run`: the counters are copied
+        to shared memory first, whatever happened.
+        """
+        self.faults.flush()
+        if self.publish is not None:
+            self.publish(self.stats)
         if self._saved_handlers:
             for signum, handler in self._saved_handlers.items():
                 signal.signal(signum, handler)

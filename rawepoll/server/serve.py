@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from rawepoll.server import listen
 from rawepoll.server.config import ServerConfig, plan_workers
+from rawepoll.server.faults import check_handler
 from rawepoll.server.loop import WorkerConfig
 from rawepoll.server.report import Event, Ready, Reporter
 from rawepoll.server.supervisor import Supervisor, run_single
@@ -35,9 +36,13 @@ def serve(
 
     Raises:
         ValueError: a setting makes no sense (:meth:`ServerConfig.check`).
+        HandlerError: (a ``TypeError``) ``config.handler`` is not a handler
+            class, or its shared instance cannot be built -- one sentence,
+            before anything listens.
         OSError: the address cannot be bound.
     """
     config.check()
+    shared_handler = check_handler(config.handler)  # refused here, before anything listens
     workers, per_worker = plan_workers(config.workers, config.max_conns)
     listener, is_tcp = listen.open_listener(config.host, config.port, config.unix, config.backlog)
     worker_config = WorkerConfig(
@@ -53,6 +58,7 @@ def serve(
         rotate=config.balance == "rotate",
         refuse_when_full=workers == 1,
         mode=config.mode,
+        shared_handler=shared_handler,
     )
     reporter = Reporter(config.quiet, config.status_fd, on_ready, on_event)
     address = listen.address_of(listener)

@@ -1,9 +1,21 @@
 """Counters a worker keeps, and the status line they make.
 
 A worker counts in plain attributes of one :class:`Stats` object and copies
-them, once per loop turn at most, into its slot of a shared anonymous mapping
-(:class:`SharedStats`) made before the workers are forked, so the supervisor
-can print one line for all of them without any message passing.
+them, when they changed and at most every :data:`PUBLISH_INTERVAL` seconds,
+into its slot of a shared anonymous mapping (:class:`SharedStats`) made
+before the workers are forked -- and once more on every way out of the worker,
+an exception included.  The supervisor reads the slots to report, and keeps a
+dead worker's last figures: a worker killed by a signal loses at most the
+last interval of counting.
+
+Three kinds of figure:
+
+* ``open`` -- a level: summed over the live workers only;
+* ``max_turn_us`` -- the longest loop turn, in microseconds, since the last
+  status report (event-loop lag, as Node and asyncio's debug mode report it):
+  the maximum over the workers, and it starts again after each report;
+* every other field -- a counter that only grows: summed over every worker
+  that ever ran, the dead ones included.
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 import mmap
 from typing import Final
 
-__all__ = ["FIELDS", "SharedStats", "Stats", "format_line"]
+__all__ = ["FIELDS", "MAXIMA", "PUBLISH_INTERVAL", "SharedStats", "Stats", "format_line"]
 
 FIELDS: Final = (
     "open",
@@ -25,26 +37,36 @@ FIELDS: Final = (
     "emfile",
     "idle_closed",
     "overflow",
+    "handler_errors",
+    "max_turn_us",
 )
+MAXIMA: Final = frozenset({"max_turn_us"})  # combined by max, reset after each report
+_LEVELS: Final = frozenset({"open"})  # summed over live workers, not kept for dead ones
+PUBLISH_INTERVAL: Final = 0.01  # seconds: what a SIGKILLed worker's counts may miss
 
 
 class Stats:
-    """One worker's counters (``open`` is a level, the rest only grow)."""
+    """One worker's counters (``open`` is a level, ``max_turn_us`` a maximum, the rest grow)."""
 
     __slots__ = FIELDS
 
     def __init__(self) -> None:
-        self.open = 0
-        self.accepted = 0
-        self.closed = 0
-        self.refused = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.events = 0
-        self.loops = 0
-        self.emfile = 0
-        self.idle_closed = 0
-        self.overflow = 0
+        for name in FIELDS:
+            setattr(self, name, 0)
+
+    open: int
+    accepted: int
+    closed: int
+    refused: int
+    bytes_in: int
+    bytes_out: int
+    events: int
+    loops: int
+    emfile: int
+    idle_closed: int
+    overflow: int
+    handler_errors: int
+    max_turn_us: int
 
     def values(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in FIELDS)
@@ -62,29 +84,45 @@ class SharedStats:
         self.slots = slots
 
     def publish(self, slot: int, stats: Stats) -> None:
+        """Copy ``stats`` into ``slot``; the maximum only ever rises until the reader resets it."""
         base = slot * len(FIELDS)
-        for offset, value in enumerate(stats.values()):
-            self._cells[base + offset] = value
+        cells = self._cells
+        for offset, name in enumerate(FIELDS):
+            value = getattr(stats, name)
+            if name in MAXIMA:
+                value = max(value, cells[base + offset])
+            cells[base + offset] = value
 
     def read(self, slot: int) -> dict[str, int]:
         base = slot * len(FIELDS)
         return {name: self._cells[base + i] for i, name in enumerate(FIELDS)}
 
+    def reset_maxima(self) -> None:
+        """After a report: the maxima start again (each worker raises its own cell)."""
+        for slot in range(self.slots):
+            for offset, name in enumerate(FIELDS):
+                if name in MAXIMA:
+                    self._cells[slot * len(FIELDS) + offset] = 0
+
     def total(self, retired: dict[str, int] | None = None) -> dict[str, int]:
-        """Sum over slots, plus what dead workers had counted (``retired``)."""
+        """Over the slots, plus what dead workers had counted (``retired``)."""
         sums = dict.fromkeys(FIELDS, 0)
         for slot in range(self.slots):
-            for name, value in self.read(slot).items():
-                sums[name] += value
-        for name, value in (retired or {}).items():
-            if name != "open":
-                sums[name] += value
+            combine(sums, self.read(slot))
+        if retired:
+            combine(sums, {k: v for k, v in retired.items() if k not in _LEVELS})
         return sums
 
     def clear(self, slot: int) -> None:
         base = slot * len(FIELDS)
         for offset in range(len(FIELDS)):
             self._cells[base + offset] = 0
+
+
+def combine(into: dict[str, int], counts: dict[str, int]) -> None:
+    """Add ``counts`` to ``into``: maxima by ``max``, everything else by ``+``."""
+    for name, value in counts.items():
+        into[name] = max(into[name], value) if name in MAXIMA else into[name] + value
 
 
 def format_line(kind: str, counts: dict[str, int], **extra: object) -> str:

@@ -27,13 +27,14 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from rawepoll.server.loop import Worker, WorkerConfig, WorkerMemory
+from rawepoll.server.loop import Worker, WorkerConfig, WorkerHooks, WorkerMemory
 from rawepoll.server.report import Ready, Reporter
-from rawepoll.server.stats import FIELDS, SharedStats
+from rawepoll.server.stats import FIELDS, SharedStats, Stats, combine
 
 __all__ = ["Outcome", "Supervisor", "run_single"]
 
@@ -63,15 +64,19 @@ def run_single(
     The signal handlers are in place before the ``ready`` event tells the
     world we listen: a SIGTERM sent the moment it appears must drain, not kill.
     """
-    worker = Worker(listener, config, report=reporter.status)
+    worker = Worker(listener, config, hooks=WorkerHooks(report=reporter.status))
     worker.install_signals()
     pid = os.getpid()
     reporter.ready(make_ready(pid, (pid,)))
+    clean = True
     try:
         worker.run()
+    except Exception as error:  # a bug of ours, not a handler's: say so, keep the counts
+        clean = False
+        worker.log(f"worker failed: {error!r}\n{''.join(traceback.format_exception(error))}")
     finally:
         worker.finish()
-    return Outcome(worker.stats.as_dict(), restarted=0, clean=True)
+    return Outcome(worker.stats.as_dict(), restarted=0, clean=clean)
 
 
 class Supervisor:
@@ -152,6 +157,7 @@ class Supervisor:
             self.next_stats = now + self.config.stats_interval
             per_worker = [self.shared.read(slot)["open"] for slot in range(self.shared.slots)]
             self.reporter.status(self.totals(), per_worker)
+            self.shared.reset_maxima()
 
     def begin_shutdown(self) -> None:
         """Close our listener, ask every worker to drain; kill them if they overstay."""
@@ -168,10 +174,7 @@ class Supervisor:
         slot = self.slots.pop(pid)
         if self.stopping and os.waitstatus_to_exitcode(status) != 0:
             self.clean = False  # a worker that died earlier was replaced, not failed
-        last = self.shared.read(slot)
-        for name in FIELDS:
-            if name != "open":
-                self.retired[name] += last[name]
+        combine(self.retired, self.shared.read(slot))
         self.shared.clear(slot)
         if self.stopping:
             return
@@ -194,16 +197,23 @@ class Supervisor:
         try:
             self.reporter.forget_descriptor()
             self.shared.clear(slot)
-            worker = Worker(
-                self.listener, self.config, shared=self.shared, slot=slot, memory=self.memory
-            )
+            shared = self.shared
+
+            def publish(stats: Stats) -> None:
+                shared.publish(slot, stats)
+
+            hooks = WorkerHooks(publish=publish, slot=slot)
+            worker = Worker(self.listener, self.config, hooks=hooks, memory=self.memory)
             worker.install_signals()  # before unblocking: a forwarded SIGTERM must find them
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-            worker.run()
-            worker.finish()
-            status = 0
+            try:
+                worker.run()
+                status = 0
+            finally:
+                worker.finish()  # the last counts reach shared memory, whatever happened
         except BaseException as error:  # report, then leave without unwinding into our code
-            print(f"rawepoll serve: worker {slot} failed: {error!r}", file=sys.stderr, flush=True)
+            text = "".join(traceback.format_exception(error))
+            print(f"rawepoll serve: worker {slot} failed: {error!r}\n{text}", file=sys.stderr)
         finally:
             sys.stdout.flush()
             os._exit(status)
