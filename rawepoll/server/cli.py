@@ -138,6 +138,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume reading once pending output falls below this (default %(default)s)",
     )
     parser.add_argument(
+        "--max-pending",
+        type=positive_int,
+        metavar="BYTES",
+        help="pushed output (published or sent through a handle) a connection may have "
+        "waiting before --slow-policy applies (default %(default)s)",
+    )
+    parser.add_argument(
+        "--slow-policy",
+        choices=("drop", "close"),
+        help="what happens to a connection that does not read its pushed messages once "
+        "--max-pending is reached: drop the new message (counted as dropped) or close the "
+        "connection (counted as slow_closed); default %(default)s",
+    )
+    parser.add_argument(
         "--status-fd",
         type=non_negative_int,
         metavar="N",

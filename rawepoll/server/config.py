@@ -39,6 +39,8 @@ class ServerConfig:
     low_water: int = 65536
     quiet: bool = False
     status_fd: int | None = None  # JSON events, one per line (rawepoll.server.report)
+    max_pending: int = 65536  # pushed bytes a connection may have waiting (slow consumers)
+    slow_policy: str = "drop"  # past max_pending: "drop" the message or "close" the connection
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting that makes no sense."""
@@ -52,6 +54,8 @@ class ServerConfig:
             raise ValueError(f"balance must be 'rotate' or 'fill', not {self.balance!r}")
         if not (isinstance(self.workers, int) and self.workers >= 1) and self.workers != "auto":
             raise ValueError(f"workers must be a positive integer or 'auto', not {self.workers!r}")
+        if self.slow_policy not in ("drop", "close"):
+            raise ValueError(f"slow_policy must be 'drop' or 'close', not {self.slow_policy!r}")
 
     def _check_numbers(self) -> None:
         if self.max_conns is not None and self.max_conns < 1:
@@ -64,6 +68,8 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
         if self.backlog < 1:
             raise ValueError("backlog must be at least 1")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         if not 0 < self.low_water <= self.high_water:
             raise ValueError("need 0 < low_water <= high_water")
         if self.status_fd is not None and self.status_fd < 0:

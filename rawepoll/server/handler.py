@@ -9,17 +9,55 @@ Two kinds, told apart by the class attribute ``shared``:
 * ``shared = True`` -- stateless: one instance serves every connection (the
   echo handler).  An idle connection then costs the server no Python object.
 * ``shared = False`` -- stateful: the loop makes one instance per connection,
-  lazily, the first time the connection sends data, and drops it when the
-  connection closes.
+  lazily, the first time the connection sends data (at once if the class has
+  ``connection_made``), and drops it when the connection closes.
+
+Beyond bytes in, bytes out, a handler may push (:mod:`rawepoll.server.push`):
+every method below but ``data_received`` and ``eof_received`` is optional, and
+the loop pays for none it does not find (:class:`Lifecycle` looks once).
+
+* ``connection_made(conn)`` -- a connection was accepted; ``conn`` is its
+  :class:`~rawepoll.server.push.Connection` handle, to keep if you like.
+* ``connection_lost(conn, reason)`` -- it closed; ``reason`` is one of
+  :data:`REASONS`.
+* ``data_received(data, conn)`` -- declare the second parameter and the
+  handle comes with every message (``eof_received(conn)`` likewise).
+* ``push_frame(topic, payload) -> bytes`` -- a static method: how a published
+  message goes on the wire (default: the payload as it is); called once per
+  publish per worker, and the same bytes go to every subscriber.
+* ``worker_started(hub)`` -- a static or class method, called once in each
+  worker before it accepts: the place for per-worker timers.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Protocol
 
-__all__ = ["EchoHandler", "Handler", "Output", "UpperLineHandler"]
+__all__ = [
+    "REASONS",
+    "EchoHandler",
+    "Handler",
+    "Lifecycle",
+    "LinePubSubHandler",
+    "Output",
+    "UpperLineHandler",
+]
 
 Output = bytes | bytearray | memoryview | None
+
+REASONS: Final = (
+    "eof",  # the peer closed (after its last words were sent)
+    "reset",  # the connection failed (reset, broken pipe)
+    "closed",  # your code closed it (conn.close())
+    "idle",  # --idle-timeout
+    "overflow",  # the handler's output outgrew the pending cap
+    "slow",  # it did not read pushed messages (--slow-policy close)
+    "error",  # a fault of the handler
+    "shutdown",  # the drain deadline passed
+)
 
 
 class Handler(Protocol):
@@ -80,3 +118,109 @@ class UpperLineHandler:
         rest = bytes(self._partial).upper()
         self._partial.clear()
         return rest or None
+
+
+def _identity_frame(topic: str, payload: bytes) -> bytes:
+    return payload
+
+
+def _takes_connection(method: Any) -> bool:
+    """Whether ``method`` (an unbound handler method) declares a parameter after ``self``
+    and the data: then the loop passes the connection handle."""
+    try:
+        parameters = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) >= 3  # self, data, conn
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Which optional parts of the handler protocol a handler class has (looked up once)."""
+
+    made: bool
+    lost: bool
+    with_connection: bool
+    frame: Callable[[str, bytes], bytes]
+    started: Callable[[Any], object] | None
+
+    @classmethod
+    def of(cls, handler: type) -> Lifecycle:
+        frame = getattr(handler, "push_frame", None)
+        return cls(
+            made=callable(getattr(handler, "connection_made", None)),
+            lost=callable(getattr(handler, "connection_lost", None)),
+            with_connection=_takes_connection(getattr(handler, "data_received", None)),
+            frame=frame if callable(frame) else _identity_frame,
+            started=getattr(handler, "worker_started", None),
+        )
+
+
+class LinePubSubHandler:
+    """Publish/subscribe over lines of text: the push example of ``rawepoll serve``.
+
+    ============================  =============================================
+    ``SUB topic``                 subscribe this connection; ``OK SUB topic``
+    ``UNSUB topic``               unsubscribe; ``OK UNSUB topic``
+    ``PUB topic message``         publish ``message`` to every subscriber of
+                                  ``topic`` (every worker, every host with a
+                                  broker); ``OK PUB topic``
+    anything else                 ``ERR ...``, and the connection goes on
+    ============================  =============================================
+
+    A subscriber receives ``MSG topic message`` lines (:meth:`push_frame`).
+    Shared by every connection: an idle subscriber costs no Python object,
+    only an unfinished line does (kept by connection until its newline, at
+    most ``max_line`` bytes: a longer line is an error and closes).
+    """
+
+    shared: ClassVar[bool] = True
+    max_line: ClassVar[int] = 65536
+
+    def __init__(self) -> None:
+        self._partial: dict[Any, bytearray] = {}  # connection -> its unfinished line
+
+    @staticmethod
+    def push_frame(topic: str, payload: bytes) -> bytes:
+        """How a published message reaches a subscriber: ``MSG topic payload\\n``."""
+        return b"MSG %s %s\n" % (topic.encode(), payload)
+
+    def data_received(self, data: memoryview, conn: Any) -> Output:
+        partial = self._partial.pop(conn, None)
+        chunk = bytes(data) if partial is None else bytes(partial + data)
+        end = chunk.rfind(b"\n") + 1
+        if end < len(chunk):
+            if len(chunk) - end > self.max_line:
+                conn.close()
+                return b"ERR line too long\n"
+            self._partial[conn] = bytearray(chunk[end:])
+        replies = [self._command(line, conn) for line in chunk[:end].splitlines()]
+        return b"".join(replies) or None
+
+    def _command(self, line: bytes, conn: Any) -> bytes:
+        verb, _, rest = line.strip().partition(b" ")
+        try:
+            if verb == b"SUB":
+                conn.subscribe(rest.decode())
+            elif verb == b"UNSUB":
+                conn.unsubscribe(rest.decode())
+            elif verb == b"PUB":
+                topic, _, message = rest.partition(b" ")
+                conn.hub.publish(topic.decode(), message)
+                rest = topic
+            else:
+                return b"ERR unknown command (SUB, UNSUB or PUB)\n"
+        except (ValueError, TypeError) as error:  # a bad topic or message: say so, go on
+            return b"ERR %s\n" % str(error).encode()
+        return b"OK %s %s\n" % (verb, rest)
+
+    def eof_received(self, conn: Any) -> Output:
+        return None
+
+    def connection_lost(self, conn: Any, reason: str) -> None:
+        self._partial.pop(conn, None)

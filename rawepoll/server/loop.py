@@ -59,6 +59,7 @@ import signal
 import socket
 import sys
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -66,10 +67,13 @@ from typing import Any, Final, TypeVar
 from rawepoll import _ffi
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
+from rawepoll.server.delivery import Delivery
 from rawepoll.server.faults import FaultLog
-from rawepoll.server.handler import Handler, Output
+from rawepoll.server.handler import Handler, Lifecycle, Output
+from rawepoll.server.push import Connection, Hub
+from rawepoll.server.relay import RelayLink
 from rawepoll.server.stats import PUBLISH_INTERVAL, Stats
-from rawepoll.server.timers import IdleWheel
+from rawepoll.server.timers import IdleWheel, Timer, TimerWheel
 from rawepoll.unix import (
     EPOLLERR,
     EPOLLET,
@@ -139,6 +143,9 @@ class WorkerConfig:
     rotate: bool = True  # --balance rotate (False: fill)
     mode: str = "lt"
     shared_handler: Handler | None = None  # handler.shared: the one instance, built by serve()
+    workers: int = 1  # how many workers the server has (Hub.workers)
+    max_pending: int = 65536  # bytes of pushed output a connection may have waiting
+    slow_policy: str = "drop"  # past max_pending: "drop" the message, or "close" the connection
 
 
 class WorkerMemory:
@@ -153,10 +160,11 @@ class WorkerMemory:
     The parent never writes them, so a replacement worker inherits them clean.
     """
 
-    __slots__ = ("buffer", "events", "flags")
+    __slots__ = ("buffer", "events", "flags", "gens")
 
     def __init__(self) -> None:
         self.flags = bytearray(max(os.sysconf("SC_OPEN_MAX"), 1024))
+        self.gens = array("I", bytes(4 * len(self.flags)))  # generation per fd (push handles)
         self.events = EventArray(EVENTS)
         # MAP_PRIVATE: after fork each process has its own copy, never shared.
         self.buffer = mmap.mmap(-1, READ_SIZE, flags=mmap.MAP_PRIVATE)
@@ -177,6 +185,7 @@ class WorkerHooks:
     report: Callable[[dict[str, int]], None] | None = None
     log: Callable[[str], None] | None = None
     slot: int = 0
+    relay: RelayLink | None = None  # this worker's mailboxes (several workers)
 
 
 class Worker:
@@ -202,19 +211,16 @@ class Worker:
         self.listener: socket.socket | None = listener
         self.listen_fd = listener.fileno()
         self.stats = Stats()
-        self.publish = hooks.publish
+        self.publish_stats = hooks.publish
         self.report = hooks.report
         self.slot = hooks.slot
         self.log = hooks.log or _log_stderr
         self.faults = FaultLog(self.log)
         self.flags = memory.flags
+        self.gens = memory.gens
         fd_limit = len(self.flags)
         self.pending: dict[int, bytearray] = {}
-        self.handlers: dict[int, Handler] = {}
-        shared_handler = config.shared_handler
-        if shared_handler is None and config.handler.shared:
-            shared_handler = config.handler()
-        self.shared_handler = shared_handler
+        self._init_handler(config, fd_limit, hooks.relay)
         self.buffer = memory.buffer
         self.buffers = (self.buffer,)  # os.readv's argument, made once
         self.view = memoryview(self.buffer)
@@ -225,9 +231,37 @@ class Worker:
         self.again: list[int] = []  # ET: connections to continue next turn
         self.mode_bits = 0  # EPOLLET in ET mode, for the listener and connections
         self.conn_bits = 0  # what every connection is registered with beside IN/OUT
-        now = time.monotonic()
-        self.idle = IdleWheel(config.idle_timeout, fd_limit, now) if config.idle_timeout else None
         self.accepting = False
+        self.stopping = False
+        self._saved_handlers: dict[int, Any] = {}
+        self._saved_wakeup = -1
+        self._init_time(config, fd_limit)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watch(self.wake_r, lambda mask: self._drain_wake())
+        if hooks.relay is not None:
+            self.watch(hooks.relay.inbox, lambda mask: self.delivery.relayed())
+
+    def _init_handler(self, config: WorkerConfig, fd_limit: int, link: RelayLink | None) -> None:
+        """The handler, what it can do (its lifecycle), and the push machinery it may use."""
+        self.handlers: dict[int, Handler] = {}  # per-connection handlers (shared = False)
+        shared_handler = config.shared_handler
+        if shared_handler is None and config.handler.shared:
+            shared_handler = config.handler()
+        self.shared_handler = shared_handler
+        self.lifecycle = Lifecycle.of(config.handler)
+        self.hub = Hub(self)
+        self.delivery = Delivery(self, fd_limit, self.lifecycle.frame, link)
+        self.topics = self.delivery.topics
+        self.special: dict[int, Callable[[int], None]] = {}  # fd -> what its events mean
+        self._started = False
+
+    def _init_time(self, config: WorkerConfig, fd_limit: int) -> None:
+        """Timers, the idle timeout (one of them), and the housekeeping deadlines."""
+        now = time.monotonic()
+        self.wheel = TimerWheel(now)
+        self.idle = IdleWheel(config.idle_timeout, fd_limit, now) if config.idle_timeout else None
+        if self.idle is not None:
+            self.wheel.call_every(now, self.idle.tick_seconds, self._expire_idle)
         self.accept_resume_at = 0.0
         self.last_emfile_log = -LOG_INTERVAL
         self.next_stats = now + config.stats_interval if config.stats_interval else _NEVER
@@ -235,12 +269,22 @@ class Worker:
         self.published_events = -1  # stats.events at the last copy (-1: never copied)
         self.turn_started = now
         self.next_due = _NEVER
-        self.stopping = False
         self.drain_deadline = _NEVER
-        self._saved_handlers: dict[int, Any] = {}
-        self._saved_wakeup = -1
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.ep.register(self.wake_r, EPOLLIN)
+
+    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+        """Register a descriptor that is not a connection (level-triggered, ``EPOLLIN``)."""
+        self.special[fd] = on_event
+        self.ep.register(fd, EPOLLIN)
+
+    def watch_writable(self, fd: int) -> None:
+        """A relay outbox is full: watch it for room (it is written only, never read)."""
+        if fd not in self.special:
+            self.special[fd] = lambda mask: self.delivery.outbox_writable(fd)
+            self.ep.register(fd, EPOLLOUT)
+
+    def unwatch_writable(self, fd: int) -> None:
+        if self.special.pop(fd, None) is not None:
+            self.ep.unregister(fd)
 
     # -- set-up and signals ----------------------------------------------
 
@@ -279,9 +323,7 @@ class Worker:
         """Take new connections: ``ACCEPT_BURST`` of them (LT) or until EAGAIN (ET)."""
         config = self.config
         stats = self.stats
-        flags = self.flags
         mask = self.conn_bits | EPOLLIN
-        idle = self.idle
         took = 0
         for _ in range(1 << 30 if drain else ACCEPT_BURST):
             if stats.open >= config.max_conns and not config.refuse_when_full:
@@ -300,16 +342,31 @@ class Worker:
                 os.close(fd)  # the only worker, and full: refuse at once
                 stats.refused += 1
                 continue
-            if config.is_tcp:
-                _ffi.set_tcp_nodelay(fd)
-            self.ep.register(fd, mask)
-            flags[fd] = OPEN
-            stats.open += 1
-            stats.accepted += 1
-            if idle is not None:
-                idle.touch(fd)
+            self._admit(fd, mask)
         if took and config.exclusive and config.rotate and self.accepting:
             self._rotate()
+
+    def _admit(self, fd: int, mask: int) -> None:
+        """A new connection: options, the epoll entry, its state, the handler's greeting."""
+        if self.config.is_tcp:
+            _ffi.set_tcp_nodelay(fd)
+        self.ep.register(fd, mask)
+        self.flags[fd] = OPEN
+        stats = self.stats
+        stats.open += 1
+        stats.accepted += 1
+        if self.idle is not None:
+            self.idle.touch(fd)
+        if self.lifecycle.made:
+            self._made(fd)
+
+    def _made(self, fd: int) -> None:
+        """``connection_made``: the handler's first word on a new connection (isolated)."""
+        try:
+            handler = self.handler_for(fd)
+            handler.connection_made(self.connection(fd))  # type: ignore[attr-defined]
+        except (Exception, KeyboardInterrupt, SystemExit) as error:
+            self._fault(fd, error)
 
     def _rotate(self) -> None:
         """Go to the back of the listener's queue of exclusive waiters.
@@ -338,15 +395,25 @@ class Worker:
                 f"pausing accept for {EMFILE_BACKOFF} s ({self.stats.open} open)"
             )
 
-    def close(self, fd: int) -> None:
-        """Close connection ``fd`` (the kernel drops its epoll entry with it)."""
+    def close(self, fd: int, reason: str = "closed") -> None:
+        """Close connection ``fd`` (the kernel drops its epoll entry with it).
+
+        Its generation moves on at once, so every handle on it is stale from
+        here; its subscriptions go; ``connection_lost(conn, reason)`` is told
+        (a fault there is counted, nothing more).
+        """
         if not self.flags[fd] & OPEN:
             return
         self.flags[fd] = 0
+        generation = self.gens[fd]
+        self.gens[fd] = (generation + 1) & 0xFFFFFFFF
         self.pending.pop(fd, None)
-        self.handlers.pop(fd, None)
+        handler = self.handlers.pop(fd, None)
+        self.topics.drop(fd)
         if self.idle is not None:
             self.idle.forget(fd)
+        if self.lifecycle.lost:
+            self._lost(handler or self.shared_handler, fd, generation, reason)
         try:
             os.close(fd)
         except OSError:
@@ -361,6 +428,16 @@ class Worker:
             and time.monotonic() >= self.accept_resume_at
         ):
             self._start_accepting()
+
+    def _lost(self, handler: Handler | None, fd: int, generation: int, reason: str) -> None:
+        if handler is None:
+            return  # a per-connection handler never made: it saw nothing to lose
+        try:
+            handler.connection_lost(Connection(self, fd, generation), reason)  # type: ignore[attr-defined]
+        except Exception as error:
+            self.user_fault(fd, error, f"connection_lost of fd {fd}")
+        except (KeyboardInterrupt, SystemExit):
+            self.stopping = True
 
     def handler_for(self, fd: int) -> Handler:
         handler = self.shared_handler
@@ -390,7 +467,7 @@ class Worker:
         except BlockingIOError:
             sent = 0
         except OSError:
-            self.close(fd)
+            self.close(fd, "reset")
             return
         self.stats.bytes_out += sent
         if sent < len(data):
@@ -409,7 +486,7 @@ class Worker:
             self._set_mask(fd)
         if size > self.hard_cap:
             self.stats.overflow += 1
-            self.close(fd)
+            self.close(fd, "overflow")
 
     def _arm_write(self, fd: int) -> None:
         self.flags[fd] |= WRITING
@@ -438,7 +515,7 @@ class Worker:
         except BlockingIOError:
             return
         except OSError:
-            self.close(fd)
+            self.close(fd, "reset")
             return
         self.stats.bytes_out += sent
         del pending[:sent]
@@ -446,7 +523,7 @@ class Worker:
         if not pending:
             del self.pending[fd]
             if state & EOF:
-                self.close(fd)
+                self.close(fd, "eof")
                 return
             self.flags[fd] = state & ~(WRITING | PAUSED)
             self._set_mask(fd)
@@ -465,14 +542,19 @@ class Worker:
 
     def eof(self, fd: int) -> None:
         """The peer shut down writing: send the handler's last words, then close."""
-        self.send(fd, self.handler_for(fd).eof_received())
+        handler = self.handler_for(fd)
+        if self.lifecycle.with_connection:
+            last = handler.eof_received(self.connection(fd))  # type: ignore[call-arg]
+        else:
+            last = handler.eof_received()
+        self.send(fd, last)
         if not self.flags[fd] & OPEN:
             return
         if fd in self.pending:
             self.flags[fd] |= EOF
             self._set_mask(fd)
         else:
-            self.close(fd)
+            self.close(fd, "eof")
 
     def read_once(self, fd: int) -> int:
         """One read and its answer: bytes read, 0 for EOF/closed, -1 for EAGAIN.
@@ -486,7 +568,7 @@ class Worker:
         except BlockingIOError:
             return -1
         except OSError:
-            self.close(fd)
+            self.close(fd, "reset")
             return 0
         if n == 0:
             self.eof(fd)
@@ -494,8 +576,15 @@ class Worker:
         self.stats.bytes_in += n
         if self.idle is not None:
             self.idle.touch(fd)
-        self.send(fd, self.handler_for(fd).data_received(self.view[:n]))
+        self.send(fd, self._receive(fd, self.view[:n]))
         return n
+
+    def _receive(self, fd: int, data: memoryview) -> Output:
+        """The handler's ``data_received``, with the connection handle if it asks for it."""
+        handler = self.handler_for(fd)
+        if self.lifecycle.with_connection:
+            return handler.data_received(data, self.connection(fd))  # type: ignore[call-arg]
+        return handler.data_received(data)
 
     # -- faults of user code -------------------------------------------------
 
@@ -507,12 +596,16 @@ class Worker:
         handler raised them is closed, its answer unknown).
         """
         if isinstance(error, Exception):
-            self.stats.handler_errors += 1
-            self.faults.record(error, f"worker {self.slot}, connection fd {fd}")
+            self.user_fault(fd, error, f"connection fd {fd}")
         else:
             self.stopping = True
         if 0 <= fd < len(self.flags):
-            self.close(fd)
+            self.close(fd, "error")
+
+    def user_fault(self, fd: int, error: Exception, where: str) -> None:
+        """Count and log a fault of user code (the caller decides what it costs)."""
+        self.stats.handler_errors += 1
+        self.faults.record(error, f"worker {self.slot}, {where}")
 
     def _serve_each(self, items: Iterator[_T], serve: Callable[[_T], object]) -> None:
         """``serve(item)`` for every item; a fault costs that item's connection only.
@@ -528,6 +621,120 @@ class Worker:
                 return
             except (Exception, KeyboardInterrupt, SystemExit) as error:
                 self._fault(item if type(item) is int else item[0], error)
+
+    # -- push: handles, sends, timers (rawepoll.server.push) -----------------
+
+    def is_current(self, fd: int, generation: int) -> bool:
+        """Whether ``(fd, generation)`` names an open connection of this worker."""
+        return (
+            0 <= fd < len(self.flags)
+            and bool(self.flags[fd] & OPEN)
+            and (self.gens[fd] == generation)
+        )
+
+    def connection(self, fd: int) -> Connection:
+        """A handle on open connection ``fd`` (made on demand, nothing kept)."""
+        return Connection(self, fd, self.gens[fd])
+
+    def open_fds(self) -> list[int]:
+        """This worker's open connections."""
+        return [fd for fd, state in enumerate(self.flags) if state & OPEN]
+
+    def send_to(self, fd: int, generation: int, data: bytes | bytearray | memoryview) -> bool:
+        """``Connection.send``: a stale handle writes nothing (counted)."""
+        if not self.is_current(fd, generation):
+            self.stats.stale_sends += 1
+            return False
+        if not data:
+            return True
+        if fd in self.pending:
+            return self.queue(fd, data)
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(fd, "reset")
+            return False
+        self.stats.bytes_out += sent
+        if sent < len(data):
+            self.keep_pushed(fd, data, sent)
+        return True
+
+    def queue(self, fd: int, data: bytes | bytearray | memoryview) -> bool:
+        """Pushed bytes behind pending output: kept up to ``max_pending``, then the policy."""
+        pending = self.pending[fd]
+        if len(pending) + len(data) > self.config.max_pending:
+            return self._too_slow(fd)
+        pending += data
+        return True
+
+    def keep_pushed(self, fd: int, data: bytes | bytearray | memoryview, sent: int) -> None:
+        """The kernel took ``sent`` bytes of a pushed message: keep the rest, arm EPOLLOUT.
+
+        The message is kept whole even above ``max_pending``: a cap on
+        accumulation, not on message size (never a torn message).
+        """
+        self.pending[fd] = bytearray(data[sent:])
+        self._arm_write(fd)
+
+    def _too_slow(self, fd: int) -> bool:
+        if self.config.slow_policy == "close":
+            self.stats.slow_closed += 1
+            self.close(fd, "slow")
+        else:
+            self.stats.dropped += 1
+        return False
+
+    def close_handle(self, fd: int, generation: int) -> None:
+        """``Connection.close``: after what is pending is flushed (a stale handle: no-op)."""
+        if not self.is_current(fd, generation):
+            return
+        if fd in self.pending:
+            self.flags[fd] |= EOF  # flush() closes it once the output is out
+            self._set_mask(fd)
+        else:
+            self.close(fd, "closed")
+
+    def publish(self, topic: str, payload: bytes | bytearray | memoryview) -> None:
+        self.delivery.publish(topic, payload)
+
+    def broadcast(self, payload: bytes | bytearray | memoryview) -> None:
+        self.delivery.broadcast(payload)
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
+        timer = self.wheel.call_later(time.monotonic(), delay, callback, *args)
+        self.next_due = min(self.next_due, timer.when)
+        return timer
+
+    def call_every(self, interval: float, callback: Callable[..., object], *args: Any) -> Timer:
+        timer = self.wheel.call_every(time.monotonic(), interval, callback, *args)
+        self.next_due = min(self.next_due, timer.when)
+        return timer
+
+    def _run_timers(self, now: float) -> None:
+        """The timers due now; one that raises is dropped (counted), the others run."""
+        for timer in self.wheel.due(now):
+            if timer.cancelled:
+                continue
+            try:
+                timer.callback(*timer.args)
+            except Exception as error:
+                timer.cancel()
+                name = getattr(timer.callback, "__qualname__", repr(timer.callback))
+                self.user_fault(-1, error, f"timer {name} (dropped)")
+            except (KeyboardInterrupt, SystemExit):
+                self.stopping = True
+
+    def _expire_idle(self) -> None:
+        """The idle wheel's tick, driven by the timer wheel: close what idled a whole timeout."""
+        idle = self.idle
+        assert idle is not None
+        idle.advance(time.monotonic())
+        for fd in list(idle.expired()):
+            if self.flags[fd] & OPEN:
+                self.stats.idle_closed += 1
+                self.close(fd, "idle")
 
     # -- the loops --------------------------------------------------------
 
@@ -547,12 +754,16 @@ class Worker:
         return self._run(self._turn_et)
 
     def _run(self, turn: Callable[[float | None], None]) -> int:
+        self._worker_started()
         self._start_accepting()
         monotonic = time.monotonic
         stats = self.stats
+        delivery = self.delivery
         self.next_due = self._next_due(monotonic())
         while True:
             turn(self._timeout())
+            if delivery.fanouts:
+                delivery.fan_out()
             now = monotonic()
             took_us = int((now - self.turn_started) * 1e6)  # from the end of the wait
             if took_us > stats.max_turn_us:  # noqa: PLR1730 -- a store only when it grows
@@ -585,7 +796,8 @@ class Worker:
         buffers = self.buffers
         view = self.view
         shared = self.shared_handler
-        receive = shared.data_received if shared is not None else None  # bound once
+        plain = shared is not None and not self.lifecycle.with_connection
+        receive = shared.data_received if plain and shared is not None else None  # bound once
         idle = self.idle
         bytes_in = bytes_out = 0
         fd = -1
@@ -600,7 +812,7 @@ class Worker:
                     except BlockingIOError:
                         continue
                     except OSError:
-                        self.close(fd)
+                        self.close(fd, "reset")
                         continue
                     if not got:
                         self.eof(fd)
@@ -611,14 +823,14 @@ class Worker:
                     if receive is not None:
                         out = receive(view[:got])
                     else:
-                        out = self.handler_for(fd).data_received(view[:got])
+                        out = self._receive(fd, view[:got])
                     if out:
                         try:
                             sent = write(fd, out)
                         except BlockingIOError:
                             sent = 0
                         except OSError:
-                            self.close(fd)
+                            self.close(fd, "reset")
                             continue
                         bytes_out += sent
                         if sent < len(out):
@@ -636,6 +848,17 @@ class Worker:
         stats.bytes_in += bytes_in
         stats.bytes_out += bytes_out
         return rest
+
+    def _worker_started(self) -> None:
+        """The handler class's ``worker_started(hub)``, once (a fault is logged, not fatal)."""
+        started = self.lifecycle.started
+        if started is None or self._started:
+            return
+        self._started = True
+        try:
+            started(self.hub)
+        except Exception as error:
+            self.user_fault(-1, error, "worker_started")
 
     def _wait(self, timeout: float | None) -> int:
         """Poll without sleeping first; sleep in :meth:`Epoll.wait` only if nothing is ready.
@@ -665,8 +888,8 @@ class Worker:
         fd, mask = event
         if fd == self.listen_fd:
             self._accept(drain=False)
-        elif fd == self.wake_r:
-            self._drain_wake()
+        elif fd in self.special:
+            self.special[fd](mask)
         else:
             if mask & EPOLLOUT:
                 self.flush(fd)
@@ -676,7 +899,7 @@ class Worker:
             if not state & (PAUSED | EOF):
                 self.read_once(fd)
             elif mask & _ERR_HUP:
-                self.close(fd)  # not reading, and LT would report this forever
+                self.close(fd, "reset")  # not reading, and LT would report this forever
 
     def _turn_et(self, timeout: float | None) -> None:
         events = self.events
@@ -700,8 +923,8 @@ class Worker:
         fd, mask = event
         if fd == self.listen_fd:
             self._accept(drain=True)
-        elif fd == self.wake_r:
-            self._drain_wake()
+        elif fd in self.special:
+            self.special[fd](mask)
         else:
             flags = self.flags
             if mask & EPOLLOUT:
@@ -739,7 +962,9 @@ class Worker:
         Counters that changed since they were last copied to shared memory
         bound the sleep too: a worker killed while idle must have left them.
         """
-        if self.publish is not None and self.stats.events != self.published_events:
+        if self.delivery.fanouts:
+            return 0  # a fan-out continues after a look at the other events
+        if self.publish_stats is not None and self.stats.events != self.published_events:
             self.next_due = min(self.next_due, self.next_publish)  # housekeeping publishes
         due = self.next_due
         if due == _NEVER:
@@ -749,24 +974,20 @@ class Worker:
     def _next_due(self, now: float) -> float:
         """When housekeeping must run next (stats, publishing, back-off, idle, drain)."""
         due = self.next_stats
-        if self.publish is not None and self.stats.events != self.published_events:
+        if self.publish_stats is not None and self.stats.events != self.published_events:
             due = min(due, self.next_publish)
         if self.stopping:
             due = min(due, self.drain_deadline)
         if not self.accepting and self.listener is not None and self.accept_resume_at > now:
             due = min(due, self.accept_resume_at)  # an EMFILE back-off; "full" waits for close()
-        if self.idle is not None:
-            due = min(due, now + self.idle.seconds_to_next_tick(now))
+        wheel_due = self.wheel.next_deadline()
+        if wheel_due is not None:
+            due = min(due, wheel_due)  # the idle timeout's tick is one of the timers
         return due
 
     def _housekeeping(self, now: float) -> bool:
         """Everything that is not I/O; False when the worker should exit."""
-        if self.idle is not None:
-            self.idle.advance(now)
-            for fd in list(self.idle.expired()):
-                if self.flags[fd] & OPEN:
-                    self.stats.idle_closed += 1
-                    self.close(fd)
+        self._run_timers(now)
         if (
             not self.accepting
             and self.listener is not None
@@ -789,11 +1010,11 @@ class Worker:
 
     def _publish(self, now: float) -> None:
         """Copy the counters to shared memory if they changed (at most every interval)."""
-        if self.publish is None or self.stats.events == self.published_events:
+        if self.publish_stats is None or self.stats.events == self.published_events:
             return
         self.next_publish = now + PUBLISH_INTERVAL
         self.published_events = self.stats.events
-        self.publish(self.stats)
+        self.publish_stats(self.stats)
         self.stats.max_turn_us = 0  # the shared cell keeps the maximum until it is read
 
     def _drain_step(self, now: float) -> bool:
@@ -810,7 +1031,7 @@ class Worker:
         for fd in [fd for fd, state in enumerate(self.flags) if state & OPEN]:
             if fd in self.pending:
                 self.flush(fd)  # one last non-blocking try
-            self.close(fd)
+            self.close(fd, "shutdown")
         return False
 
     def finish(self) -> None:
@@ -820,8 +1041,8 @@ class Worker:
         to shared memory first, whatever happened.
         """
         self.faults.flush()
-        if self.publish is not None:
-            self.publish(self.stats)
+        if self.publish_stats is not None:
+            self.publish_stats(self.stats)
         if self._saved_handlers:
             for signum, handler in self._saved_handlers.items():
                 signal.signal(signum, handler)

@@ -59,6 +59,9 @@ def serve(
         refuse_when_full=workers == 1,
         mode=config.mode,
         shared_handler=shared_handler,
+        workers=workers,
+        max_pending=config.max_pending,
+        slow_policy=config.slow_policy,
     )
     reporter = Reporter(config.quiet, config.status_fd, on_ready, on_event)
     address = listen.address_of(listener)

@@ -38,6 +38,12 @@ FIELDS: Final = (
     "idle_closed",
     "overflow",
     "handler_errors",
+    "published",
+    "delivered",
+    "dropped",
+    "slow_closed",
+    "stale_sends",
+    "relay_dropped",
     "max_turn_us",
 )
 MAXIMA: Final = frozenset({"max_turn_us"})  # combined by max, reset after each report
@@ -66,6 +72,12 @@ class Stats:
     idle_closed: int
     overflow: int
     handler_errors: int
+    published: int  # publishes made in this worker (handlers, control socket)
+    delivered: int  # messages written or queued to subscribers
+    dropped: int  # messages not queued to a connection that does not read (--slow-policy drop)
+    slow_closed: int  # connections closed for not reading (--slow-policy close)
+    stale_sends: int  # sends on a handle whose connection had closed: nothing written
+    relay_dropped: int  # relay messages lost because a worker's mailbox stayed full
     max_turn_us: int
 
     def values(self) -> tuple[int, ...]:

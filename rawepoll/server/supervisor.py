@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from rawepoll.server.loop import Worker, WorkerConfig, WorkerHooks, WorkerMemory
+from rawepoll.server.relay import Mailboxes
 from rawepoll.server.report import Ready, Reporter
 from rawepoll.server.stats import FIELDS, SharedStats, Stats, combine
 
@@ -101,6 +102,7 @@ class Supervisor:
         self.reporter = reporter
         self.make_ready = make_ready
         self.shared = SharedStats(workers)
+        self.mailboxes = Mailboxes(workers)  # publishes between workers (rawepoll.server.relay)
         self.retired = dict.fromkeys(FIELDS, 0)  # what dead workers had counted
         self.slots: dict[int, int] = {}  # pid -> slot
         self.memory: WorkerMemory | None = None
@@ -127,6 +129,7 @@ class Supervisor:
             for pid in self.slots:
                 _kill(pid, signal.SIGKILL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            self.mailboxes.close()
         return Outcome(self.totals(), self.restarted, self.clean)
 
     def spawn(self, slot: int) -> int:
@@ -202,7 +205,7 @@ class Supervisor:
             def publish(stats: Stats) -> None:
                 shared.publish(slot, stats)
 
-            hooks = WorkerHooks(publish=publish, slot=slot)
+            hooks = WorkerHooks(publish=publish, slot=slot, relay=self.mailboxes.link(slot))
             worker = Worker(self.listener, self.config, hooks=hooks, memory=self.memory)
             worker.install_signals()  # before unblocking: a forwarded SIGTERM must find them
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
