@@ -62,7 +62,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from rawepoll import _ffi
 from rawepoll.epoll import Epoll
@@ -84,7 +84,7 @@ from rawepoll.unix import (
     EPOLLRDHUP,
 )
 
-__all__ = ["Worker", "WorkerConfig", "WorkerHooks", "WorkerMemory"]
+__all__ = ["Extension", "Worker", "WorkerConfig", "WorkerHooks", "WorkerMemory"]
 
 _T = TypeVar("_T")
 
@@ -143,6 +143,7 @@ class WorkerConfig:
     rotate: bool = True  # --balance rotate (False: fill)
     mode: str = "lt"
     shared_handler: Handler | None = None  # handler.shared: the one instance, built by serve()
+    extensions: tuple[Callable[[Worker], Extension], ...] = ()  # control socket, broker...
     workers: int = 1  # how many workers the server has (Hub.workers)
     max_pending: int = 65536  # bytes of pushed output a connection may have waiting
     slow_policy: str = "drop"  # past max_pending: "drop" the message, or "close" the connection
@@ -168,6 +169,20 @@ class WorkerMemory:
         self.events = EventArray(EVENTS)
         # MAP_PRIVATE: after fork each process has its own copy, never shared.
         self.buffer = mmap.mmap(-1, READ_SIZE, flags=mmap.MAP_PRIVATE)
+
+
+class Extension(Protocol):
+    """Something a worker runs beside its connections (the control socket, the Redis link).
+
+    Made in the worker (after the fork) by a factory of
+    ``WorkerConfig.extensions``, which may :meth:`Worker.watch` descriptors and
+    start timers.  ``stop()`` is called when the drain begins (close what
+    should not delay it), ``close()`` when the worker exits.
+    """
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -240,6 +255,7 @@ class Worker:
         self.watch(self.wake_r, lambda mask: self._drain_wake())
         if hooks.relay is not None:
             self.watch(hooks.relay.inbox, lambda mask: self.delivery.relayed())
+        self.extensions = [make(self) for make in config.extensions]
 
     def _init_handler(self, config: WorkerConfig, fd_limit: int, link: RelayLink | None) -> None:
         """The handler, what it can do (its lifecycle), and the push machinery it may use."""
@@ -271,10 +287,25 @@ class Worker:
         self.next_due = _NEVER
         self.drain_deadline = _NEVER
 
-    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
-        """Register a descriptor that is not a connection (level-triggered, ``EPOLLIN``)."""
+    def watch(self, fd: int, on_event: Callable[[int], None], mask: int = EPOLLIN) -> None:
+        """Register a descriptor that is not a connection: ``on_event(events)`` on readiness.
+
+        Level-triggered whatever the worker's mode.  For the worker's own
+        pipes and mailboxes, and for extensions (the control socket, the
+        Redis link).  A fault of ``on_event`` is logged and counted, and
+        costs nothing else: the descriptor stays watched.
+        """
         self.special[fd] = on_event
-        self.ep.register(fd, EPOLLIN)
+        self.ep.register(fd, mask)
+
+    def rewatch(self, fd: int, mask: int) -> None:
+        """Change what a watched descriptor is watched for (``EPOLLIN``, ``EPOLLOUT``...)."""
+        self.ep.modify(fd, mask)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (before the caller closes it)."""
+        if self.special.pop(fd, None) is not None:
+            self.ep.unregister(fd)
 
     def watch_writable(self, fd: int) -> None:
         """A relay outbox is full: watch it for room (it is written only, never read)."""
@@ -889,7 +920,7 @@ class Worker:
         if fd == self.listen_fd:
             self._accept(drain=False)
         elif fd in self.special:
-            self.special[fd](mask)
+            self._special(fd, mask)
         else:
             if mask & EPOLLOUT:
                 self.flush(fd)
@@ -924,7 +955,7 @@ class Worker:
         if fd == self.listen_fd:
             self._accept(drain=True)
         elif fd in self.special:
-            self.special[fd](mask)
+            self._special(fd, mask)
         else:
             flags = self.flags
             if mask & EPOLLOUT:
@@ -933,6 +964,13 @@ class Worker:
                 if mask & _PEER_GONE:
                     flags[fd] |= PEER_DONE
                 self._drain(fd)
+
+    def _special(self, fd: int, mask: int) -> None:
+        """An event on a watched descriptor; its fault is its own (logged, counted)."""
+        try:
+            self.special[fd](mask)
+        except Exception as error:
+            self.user_fault(-1, error, f"watched descriptor {fd}")
 
     def _drain(self, fd: int) -> None:
         """ET: read until EAGAIN or a short read, at most ``ET_READ_BUDGET`` times."""
@@ -1024,6 +1062,8 @@ class Worker:
             self.listener.close()  # with every worker's copy closed, connects are refused
             self.listener = None
             self.drain_deadline = now + self.config.drain_timeout
+            for extension in self.extensions:
+                extension.stop()
         if self.stats.open == 0:
             return False
         if now < self.drain_deadline:
@@ -1043,6 +1083,11 @@ class Worker:
         self.faults.flush()
         if self.publish_stats is not None:
             self.publish_stats(self.stats)
+        for extension in self.extensions:
+            try:
+                extension.close()
+            except Exception as error:
+                self.user_fault(-1, error, f"closing {type(extension).__name__}")
         if self._saved_handlers:
             for signum, handler in self._saved_handlers.items():
                 signal.signal(signum, handler)
