@@ -151,6 +151,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-pending is reached: drop the new message (counted as dropped) or close the "
         "connection (counted as slow_closed); default %(default)s",
     )
+    websocket = parser.add_argument_group(
+        "WebSocket (--protocol websocket; --handler then names a WebSocketApp subclass)"
+    )
+    websocket.add_argument(
+        "--protocol",
+        choices=("raw", "websocket"),
+        help="raw: the handler gets the bytes (default %(default)s); websocket: RFC 6455 -- "
+        "echo every message by default, and a client of ws://HOST:PORT/topic/NAME "
+        "receives what is published to NAME",
+    )
+    websocket.add_argument(
+        "--ping-interval",
+        type=non_negative_seconds,
+        metavar="SECONDS",
+        help="heartbeat: ping every open connection this often (default %(default)s; 0: never)",
+    )
+    websocket.add_argument(
+        "--ping-timeout",
+        type=non_negative_seconds,
+        metavar="SECONDS",
+        help="close (1011) a connection whose pong has not come this long after a ping "
+        "(default %(default)s)",
+    )
+    websocket.add_argument(
+        "--handshake-timeout",
+        type=non_negative_seconds,
+        metavar="SECONDS",
+        help="close a connection whose upgrade request is not complete by then "
+        "(default %(default)s)",
+    )
+    websocket.add_argument(
+        "--max-message",
+        type=positive_int,
+        metavar="BYTES",
+        help="the largest message accepted, fragments together; above it: close 1009 "
+        "(default %(default)s)",
+    )
+    websocket.add_argument(
+        "--origin",
+        dest="origins",
+        action="append",
+        metavar="ORIGIN",
+        help="accept handshakes only from this Origin (repeat for more; default: any)",
+    )
+    websocket.add_argument(
+        "--subprotocol",
+        dest="subprotocols",
+        action="append",
+        metavar="NAME",
+        help="a subprotocol to agree to when the client offers it (repeat, in order of "
+        "preference; default: none)",
+    )
     parser.add_argument(
         "--status-fd",
         type=non_negative_int,

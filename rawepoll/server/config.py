@@ -41,6 +41,19 @@ class ServerConfig:
     status_fd: int | None = None  # JSON events, one per line (rawepoll.server.report)
     max_pending: int = 65536  # pushed bytes a connection may have waiting (slow consumers)
     slow_policy: str = "drop"  # past max_pending: "drop" the message or "close" the connection
+    protocol: str = "raw"  # "raw": the handler gets the bytes; "websocket": RFC 6455
+    ping_interval: float = 30.0  # websocket: heartbeat ping period (0: none)
+    ping_timeout: float = 10.0  # websocket: a ping unanswered this long closes (1011)
+    handshake_timeout: float = 10.0  # websocket: the upgrade request must be in by then
+    max_message: int = 1 << 20  # websocket: bytes of one message; above: close 1009
+    origins: tuple[str, ...] | None = None  # websocket: allowed Origin values (None: any)
+    subprotocols: tuple[str, ...] = ()  # websocket: offered, in order of preference
+
+    def __post_init__(self) -> None:
+        # from the command line these come as lists
+        if self.origins is not None:
+            self.origins = tuple(self.origins)
+        self.subprotocols = tuple(self.subprotocols or ())
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting that makes no sense."""
@@ -56,13 +69,22 @@ class ServerConfig:
             raise ValueError(f"workers must be a positive integer or 'auto', not {self.workers!r}")
         if self.slow_policy not in ("drop", "close"):
             raise ValueError(f"slow_policy must be 'drop' or 'close', not {self.slow_policy!r}")
+        if self.protocol not in ("raw", "websocket"):
+            raise ValueError(f"protocol must be 'raw' or 'websocket', not {self.protocol!r}")
 
     def _check_numbers(self) -> None:
         if self.max_conns is not None and self.max_conns < 1:
             raise ValueError("max_conns must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
-        for name in ("idle_timeout", "drain_timeout", "stats_interval"):
+        for name in (
+            "idle_timeout",
+            "drain_timeout",
+            "stats_interval",
+            "ping_interval",
+            "ping_timeout",
+            "handshake_timeout",
+        ):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
@@ -70,6 +92,8 @@ class ServerConfig:
             raise ValueError("backlog must be at least 1")
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        if self.max_message < 1:
+            raise ValueError("max_message must be at least 1")
         if not 0 < self.low_water <= self.high_water:
             raise ValueError("need 0 < low_water <= high_water")
         if self.status_fd is not None and self.status_fd < 0:

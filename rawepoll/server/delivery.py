@@ -154,6 +154,13 @@ class Delivery:
             if frame is not None:
                 self._start(tokens, frame)
 
+    def send_each(self, fds: list[int], frame: bytes) -> None:
+        """``frame`` to each of ``fds`` (open connections of this worker), as a fan-out."""
+        gens = self.worker.gens
+        tokens = array("q", [token_of(gens[fd], fd) for fd in fds])
+        if tokens:
+            self._start(tokens, frame)
+
     def _encode(self, topic: str, payload: bytes) -> bytes | None:
         try:
             frame = self.frame(topic, payload)

@@ -27,6 +27,15 @@ the loop pays for none it does not find (:class:`Lifecycle` looks once).
   publish per worker, and the same bytes go to every subscriber.
 * ``worker_started(hub)`` -- a static or class method, called once in each
   worker before it accepts: the place for per-worker timers.
+* ``draining(hub)`` -- the graceful drain began (no new connections; say
+  goodbye to the open ones, e.g. a WebSocket close frame 1001).
+* ``last_words(fd) -> bytes | None`` -- what to send a connection that your
+  handler's fault is about to close (a WebSocket close frame 1011).
+
+A protocol implementation that keeps its own per-descriptor state (the
+WebSocket protocol does, in flat arrays) sets ``by_fd = True``: its methods
+then get the connection's descriptor (an ``int``, valid during the call)
+where others get a handle, and ``hub.connection(fd)`` makes a handle.
 """
 
 from __future__ import annotations
@@ -145,19 +154,26 @@ class Lifecycle:
 
     made: bool
     lost: bool
-    with_connection: bool
+    with_connection: bool  # data_received/eof_received take a second argument
+    by_fd: bool  # ... and it is the descriptor, not a handle
     frame: Callable[[str, bytes], bytes]
     started: Callable[[Any], object] | None
+    draining: bool
+    last_words: bool
 
     @classmethod
     def of(cls, handler: type) -> Lifecycle:
         frame = getattr(handler, "push_frame", None)
+        by_fd = getattr(handler, "by_fd", False) is True
         return cls(
             made=callable(getattr(handler, "connection_made", None)),
             lost=callable(getattr(handler, "connection_lost", None)),
-            with_connection=_takes_connection(getattr(handler, "data_received", None)),
+            with_connection=by_fd or _takes_connection(getattr(handler, "data_received", None)),
+            by_fd=by_fd,
             frame=frame if callable(frame) else _identity_frame,
             started=getattr(handler, "worker_started", None),
+            draining=callable(getattr(handler, "draining", None)),
+            last_words=callable(getattr(handler, "last_words", None)),
         )
 
 

@@ -266,7 +266,8 @@ class Worker:
         self.shared_handler = shared_handler
         self.lifecycle = Lifecycle.of(config.handler)
         self.hub = Hub(self)
-        self.delivery = Delivery(self, fd_limit, self.lifecycle.frame, link)
+        frame = getattr(shared_handler, "push_frame", None) or self.lifecycle.frame
+        self.delivery = Delivery(self, fd_limit, frame, link)
         self.topics = self.delivery.topics
         self.special: dict[int, Callable[[int], None]] = {}  # fd -> what its events mean
         self._started = False
@@ -395,7 +396,7 @@ class Worker:
         """``connection_made``: the handler's first word on a new connection (isolated)."""
         try:
             handler = self.handler_for(fd)
-            handler.connection_made(self.connection(fd))  # type: ignore[attr-defined]
+            handler.connection_made(self._who(fd))  # type: ignore[attr-defined]
         except (Exception, KeyboardInterrupt, SystemExit) as error:
             self._fault(fd, error)
 
@@ -437,7 +438,6 @@ class Worker:
             return
         self.flags[fd] = 0
         generation = self.gens[fd]
-        self.gens[fd] = (generation + 1) & 0xFFFFFFFF
         self.pending.pop(fd, None)
         handler = self.handlers.pop(fd, None)
         self.topics.drop(fd)
@@ -445,6 +445,7 @@ class Worker:
             self.idle.forget(fd)
         if self.lifecycle.lost:
             self._lost(handler or self.shared_handler, fd, generation, reason)
+        self.gens[fd] = (generation + 1) & 0xFFFFFFFF  # every handle on it is stale from here
         try:
             os.close(fd)
         except OSError:
@@ -463,8 +464,9 @@ class Worker:
     def _lost(self, handler: Handler | None, fd: int, generation: int, reason: str) -> None:
         if handler is None:
             return  # a per-connection handler never made: it saw nothing to lose
+        who = fd if self.lifecycle.by_fd else Connection(self, fd, generation)
         try:
-            handler.connection_lost(Connection(self, fd, generation), reason)  # type: ignore[attr-defined]
+            handler.connection_lost(who, reason)  # type: ignore[attr-defined]
         except Exception as error:
             self.user_fault(fd, error, f"connection_lost of fd {fd}")
         except (KeyboardInterrupt, SystemExit):
@@ -575,7 +577,7 @@ class Worker:
         """The peer shut down writing: send the handler's last words, then close."""
         handler = self.handler_for(fd)
         if self.lifecycle.with_connection:
-            last = handler.eof_received(self.connection(fd))  # type: ignore[call-arg]
+            last = handler.eof_received(self._who(fd))  # type: ignore[call-arg]
         else:
             last = handler.eof_received()
         self.send(fd, last)
@@ -614,8 +616,12 @@ class Worker:
         """The handler's ``data_received``, with the connection handle if it asks for it."""
         handler = self.handler_for(fd)
         if self.lifecycle.with_connection:
-            return handler.data_received(data, self.connection(fd))  # type: ignore[call-arg]
+            return handler.data_received(data, self._who(fd))  # type: ignore[call-arg]
         return handler.data_received(data)
+
+    def _who(self, fd: int) -> Connection | int:
+        """What the handler's methods are given for connection ``fd``: a handle, or the fd."""
+        return fd if self.lifecycle.by_fd else self.connection(fd)
 
     # -- faults of user code -------------------------------------------------
 
@@ -630,8 +636,19 @@ class Worker:
             self.user_fault(fd, error, f"connection fd {fd}")
         else:
             self.stopping = True
-        if 0 <= fd < len(self.flags):
+        if 0 <= fd < len(self.flags) and self.flags[fd] & OPEN:
+            if self.lifecycle.last_words:
+                self._say_last_words(fd)
             self.close(fd, "error")
+
+    def _say_last_words(self, fd: int) -> None:
+        """Before a fault closes ``fd``: the protocol's farewell, best effort, never raising."""
+        try:
+            words = self.handler_for(fd).last_words(fd)  # type: ignore[attr-defined]
+            if words:
+                os.write(fd, words)
+        except Exception:
+            pass
 
     def user_fault(self, fd: int, error: Exception, where: str) -> None:
         """Count and log a fault of user code (the caller decides what it costs)."""
@@ -827,8 +844,10 @@ class Worker:
         buffers = self.buffers
         view = self.view
         shared = self.shared_handler
-        plain = shared is not None and not self.lifecycle.with_connection
+        lifecycle = self.lifecycle
+        plain = not lifecycle.with_connection or lifecycle.by_fd  # no handle to make
         receive = shared.data_received if plain and shared is not None else None  # bound once
+        by_fd = lifecycle.by_fd
         idle = self.idle
         bytes_in = bytes_out = 0
         fd = -1
@@ -852,7 +871,7 @@ class Worker:
                     if idle is not None:
                         idle.touch(fd)
                     if receive is not None:
-                        out = receive(view[:got])
+                        out = receive(view[:got], fd) if by_fd else receive(view[:got])  # type: ignore[call-arg]
                     else:
                         out = self._receive(fd, view[:got])
                     if out:
@@ -885,6 +904,7 @@ class Worker:
         started = self.lifecycle.started
         if started is None or self._started:
             return
+        started = getattr(self.shared_handler, "worker_started", started)  # bound, if shared
         self._started = True
         try:
             started(self.hub)
@@ -1064,6 +1084,11 @@ class Worker:
             self.drain_deadline = now + self.config.drain_timeout
             for extension in self.extensions:
                 extension.stop()
+            if self.lifecycle.draining and self.shared_handler is not None:
+                try:
+                    self.shared_handler.draining(self.hub)  # type: ignore[attr-defined]
+                except Exception as error:
+                    self.user_fault(-1, error, "draining")
         if self.stats.open == 0:
             return False
         if now < self.drain_deadline:

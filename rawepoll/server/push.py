@@ -144,6 +144,22 @@ class Hub:
         """Run ``callback(*args)`` every ``interval`` seconds until the timer is cancelled."""
         return self._worker.call_every(interval, callback, *args)
 
+    def connection(self, fd: int, generation: int | None = None) -> Connection:
+        """A handle on connection ``fd`` of this worker (for ``by_fd`` protocols): its
+        current generation, or ``generation`` (a stale handle if it has moved on)."""
+        if generation is None:
+            return self._worker.connection(fd)
+        return Connection(self._worker, fd, generation)
+
+    def open_fds(self) -> list[int]:
+        """This worker's open connections, by descriptor (for ``by_fd`` protocols)."""
+        return self._worker.open_fds()
+
+    def send_each(self, fds: list[int], data: bytes) -> None:
+        """The same bytes to each of these open connections of this worker, fanned out in
+        bounded slices like a publish (a heartbeat ping, say)."""
+        self._worker.delivery.send_each(fds, data)
+
     def subscribers(self, topic: str) -> int:
         """Subscribers of ``topic`` in this worker."""
         return self._worker.topics.count(topic)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from rawepoll.server import listen
 from rawepoll.server.config import ServerConfig, plan_workers
-from rawepoll.server.faults import check_handler
+from rawepoll.server.faults import HandlerError, check_handler, describe
+from rawepoll.server.handler import EchoHandler, Handler
 from rawepoll.server.loop import WorkerConfig
 from rawepoll.server.report import Event, Ready, Reporter
 from rawepoll.server.supervisor import Supervisor, run_single
@@ -42,11 +43,11 @@ def serve(
         OSError: the address cannot be bound.
     """
     config.check()
-    shared_handler = check_handler(config.handler)  # refused here, before anything listens
+    handler, shared_handler = _handler(config)  # refused here, before anything listens
     workers, per_worker = plan_workers(config.workers, config.max_conns)
     listener, is_tcp = listen.open_listener(config.host, config.port, config.unix, config.backlog)
     worker_config = WorkerConfig(
-        handler=config.handler,
+        handler=handler,
         max_conns=per_worker,
         high_water=config.high_water,
         low_water=config.low_water,
@@ -82,3 +83,51 @@ def serve(
     reporter.exit(outcome.counts, restarted=outcome.restarted, clean=outcome.clean)
     sys.stdout.flush()
     return 0 if outcome.clean else 1
+
+
+def _handler(config: ServerConfig) -> tuple[type[Handler], Handler | None]:
+    """The handler class the loop runs and its shared instance (checked: HandlerError)."""
+    if config.protocol == "websocket":
+        protocol = websocket_protocol(config)
+        return type(protocol), protocol
+    return config.handler, check_handler(config.handler)
+
+
+def websocket_protocol(config: ServerConfig) -> Handler:
+    """``--protocol websocket``: the WebSocket protocol around the application ``handler``.
+
+    ``config.handler`` is then a :class:`~rawepoll.server.websocket.WebSocketApp`
+    class (the default handler, echo, stands for the default application).
+    """
+    from rawepoll.server.websocket import (  # noqa: PLC0415 -- only for this protocol
+        WebSocketApp,
+        WebSocketOptions,
+        WebSocketProtocol,
+    )
+    from rawepoll.server.websocket.handshake import _parser_module  # noqa: PLC0415
+
+    try:
+        _parser_module()
+    except ImportError as error:
+        raise HandlerError(str(error)) from None
+    app_class = WebSocketApp if config.handler is EchoHandler else config.handler
+    name = describe(app_class)
+    if not (isinstance(app_class, type) and issubclass(app_class, WebSocketApp)):
+        raise HandlerError(
+            f"{name} is not a WebSocket application: subclass "
+            "rawepoll.server.websocket.WebSocketApp"
+        )
+    try:
+        app = app_class()
+    except Exception as error:
+        raise HandlerError(f"{name}() raised {error!r}: the application must build") from error
+    options = WebSocketOptions(
+        ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout,
+        handshake_timeout=config.handshake_timeout,
+        max_message=config.max_message,
+        origins=config.origins,
+        subprotocols=config.subprotocols,
+    )
+    protocol: Handler = WebSocketProtocol(app, options)  # type: ignore[arg-type, assignment]
+    return protocol
