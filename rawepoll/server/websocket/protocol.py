@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from rawepoll.server.websocket import frames
-from rawepoll.server.websocket.frames import FrameError, unmask
+from rawepoll.server.websocket.frames import FrameError
 from rawepoll.server.websocket.handshake import (
     Handshake,
     Rejection,
@@ -75,6 +75,18 @@ HANDSHAKE: Final = 1  # the upgrade request is on its way
 OPEN: Final = 2  # frames both ways
 CLOSING: Final = 3  # our close frame is sent; waiting for the client's
 DONE: Final = 4  # closed at the WebSocket level; the TCP close is under way
+
+_STATE: Final = 0x0F  # the state proper; above it, one flag:
+_BUFFERED: Final = 0x10  # OPEN with an incomplete frame or message kept: the general path
+
+# The inline path's tables, for payloads of 0..125 bytes: the masking key
+# times _REPEAT[n] is the key repeated over n bytes (and a little more, cut
+# off by _LOW[n]); the answer's header is precomputed.
+_REPEAT: Final = [int.from_bytes(b"\x01\0\0\0" * ((n + 3) // 4), "little") for n in range(126)]
+_LOW: Final = [(1 << (8 * n)) - 1 for n in range(126)]
+_TEXT_HEADER: Final = [bytes((0x81, n)) for n in range(126)]
+_BINARY_HEADER: Final = [bytes((0x82, n)) for n in range(126)]
+_from_bytes: Final = int.from_bytes
 
 _TOPIC_PREFIX: Final = "/topic/"
 _SWEEP_S: Final = 1.0
@@ -223,7 +235,7 @@ class WebSocketProtocol:
         self.deadlines[fd] = time.monotonic() + self.options.handshake_timeout
 
     def connection_lost(self, fd: int, reason: str) -> None:
-        state = self.state[fd]
+        state = self.state[fd] & _STATE
         self.state[fd] = NONE
         self.unanswered[fd] = 0
         self.partial.pop(fd, None)
@@ -239,7 +251,7 @@ class WebSocketProtocol:
 
     def last_words(self, fd: int) -> bytes | None:
         """A fault of the application closes its connection: close frame 1011 first."""
-        if self.state[fd] in (OPEN, CLOSING):
+        if self.state[fd] & _STATE in (OPEN, CLOSING):
             self.state[fd] = DONE
             return frames.close_frame(1011, "internal error")
         return None
@@ -253,60 +265,53 @@ class WebSocketProtocol:
             return frames.encode(frames.BINARY, payload)
         return frames.encode(frames.TEXT, payload)
 
-    def data_received(self, data: memoryview, fd: int) -> bytes | None:  # noqa: C901, PLR0912 -- the per-message path, inlined on purpose
-        """Bytes from ``fd``; the bytes to send back.  Whole small frames: inline."""
-        if self.state[fd] != OPEN or fd in self.partial or fd in self.fragments:
+    def data_received(self, data: memoryview, fd: int) -> bytes | None:  # noqa: PLR0911 -- the per-message path, inlined on purpose
+        """Bytes from ``fd``; the bytes to send back.
+
+        The inline path: a connection in the plain open state (nothing
+        buffered) whose read is exactly one small, whole, masked text or
+        binary frame -- the usual case of a request/response client.  It is
+        checked and answered here in a handful of big-integer and bytes
+        operations (the masking key times a precomputed repeat pattern, one
+        XOR, one ``to_bytes``; ``decode`` to check UTF-8; a precomputed
+        header).  Everything else goes to the general path, frame by frame.
+        """
+        if self.state[fd] != OPEN or len(data) < 6:
             return self._general(bytes(data), fd)
-        n = len(data)
-        pos = 0
-        out: list[bytes] = []
-        max_message = self.options.max_message
-        while pos < n:
-            if n - pos < 6:
-                break
-            first = data[pos]
-            if first != _ECHO_TEXT and first != _ECHO_BINARY:  # noqa: PLR1714 -- two compares
-                break  # control, fragment, reserved bits or opcode: the general path
-            second = data[pos + 1]
-            if second < 0x80 or second == 0xFF:
-                break  # unmasked (1002), or a 64-bit length
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if n - head < 6:
-                    break
-                length = data[head] << 8 | data[head + 1]
-                head += 2
-            if length > max_message:
-                break
-            end = head + 4 + length
-            if end > n:
-                break
-            payload = unmask(data[head + 4 : end], data[head : head + 4])
-            if first == _ECHO_TEXT:
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    return self._fail(fd, FrameError(1007, "a text message is not valid UTF-8"))
-            else:
-                text = None
+        length = data[1] - 0x80  # masked: the MASK bit is set, so this is the 7-bit length
+        first = data[0]
+        if len(data) != length + 6 or not 0 <= length < 126 or (first != 0x81 and first != 0x82):  # noqa: PLR1714
+            return self._general(bytes(data), fd)  # several frames, or anything unusual
+        value = _from_bytes(data[6:], "little") ^ _from_bytes(data[2:6], "little") * _REPEAT[length]
+        payload = (value & _LOW[length]).to_bytes(length, "little")
+        if first == 0x81:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._closing(fd, 1007, "a text message is not valid UTF-8")
             if self.echo:
-                out.append(frames.encode(first & 0x0F, payload))
-            else:
-                self._message(fd, text if text is not None else payload)  # it sends itself
-                if self.state[fd] != OPEN:
-                    return None
-            pos = end
-        if pos < n:
-            more = self._general(bytes(data[pos:]), fd)
-            if more:
-                out.append(more)
-        return b"".join(out) or None
+                return _TEXT_HEADER[length] + payload
+            return self._message(fd, text)
+        if self.echo:
+            return _BINARY_HEADER[length] + payload
+        return self._message(fd, payload)
 
     # -- the general path ----------------------------------------------------
 
     def _general(self, data: bytes, fd: int) -> bytes | None:
-        state = self.state[fd]
+        """Frame by frame, for every state; keeps the BUFFERED bit true to what is kept."""
+        self.state[fd] &= _STATE  # the bit is re-derived below
+        try:
+            return self._general_step(data, fd)
+        finally:
+            state = self.state[fd] & _STATE
+            if state == OPEN and (fd in self.partial or fd in self.fragments):
+                self.state[fd] = OPEN | _BUFFERED  # the inline path must not touch it
+            elif self.state[fd] & _BUFFERED:
+                self.state[fd] = state
+
+    def _general_step(self, data: bytes, fd: int) -> bytes | None:
+        state = self.state[fd] & _STATE
         if state == HANDSHAKE:
             return self._handshake(fd, data)
         if state not in (OPEN, CLOSING):
@@ -460,7 +465,7 @@ class WebSocketProtocol:
 
     def _closing(self, fd: int, code: int, reason: str) -> bytes | None:
         """Enter the closing handshake: our close frame (None if not open), a deadline."""
-        if self.state[fd] != OPEN:
+        if self.state[fd] & _STATE != OPEN:
             return None
         self.state[fd] = CLOSING
         self.fragments.pop(fd, None)
@@ -481,7 +486,7 @@ class WebSocketProtocol:
 
     def _fds(self, wanted: int) -> list[int]:
         state = self.state
-        return [fd for fd in self.hub.open_fds() if state[fd] == wanted]
+        return [fd for fd in self.hub.open_fds() if state[fd] & _STATE == wanted]
 
     def _ping_all(self) -> None:
         """The heartbeat: one ping to every open connection; the unanswered are closed later."""
@@ -498,7 +503,7 @@ class WebSocketProtocol:
         unanswered = self.unanswered
         state = self.state
         for fd in fds:
-            if unanswered[fd] and state[fd] == OPEN:
+            if unanswered[fd] and state[fd] & _STATE == OPEN:
                 unanswered[fd] = 0
                 self._begin_close(fd, 1011, "ping timeout")
                 self._finish(fd)  # unresponsive: do not wait for its close frame
@@ -520,7 +525,7 @@ class WebSocketProtocol:
         return self.hub.connection(fd, generation)
 
     def is_open(self, fd: int, generation: int) -> bool:
-        return bool(self.connection(fd, generation).open) and self.state[fd] == OPEN
+        return bool(self.connection(fd, generation).open) and self.state[fd] & _STATE == OPEN
 
     def send_message(
         self, fd: int, generation: int, message: str | bytes | bytearray | memoryview
@@ -529,7 +534,7 @@ class WebSocketProtocol:
         if not conn.open:
             conn.send(b"")  # a stale handle: counted, nothing written
             return False
-        if self.state[fd] != OPEN:
+        if self.state[fd] & _STATE != OPEN:
             return False
         frame = self._encode_reply(message)
         assert frame is not None
