@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run the echo server (level- or edge-triggered, workers, graceful shutdown)",
         "rawepoll.server.cli",
     ),
+    "publish": (
+        "publish a message to a running server's subscribers through its --control socket",
+        "rawepoll.server.publish_cli",
+    ),
     "bench": (
         "closed-loop echo load generator: every byte verified, latency percentiles",
         "rawepoll.tools.loadgen.cli",

@@ -10,8 +10,11 @@ Layers, each in its own module:
 * :mod:`~rawepoll.server.listen` -- the listening socket (TCP v4/v6, Unix);
 * :mod:`~rawepoll.server.config` -- :class:`ServerConfig` and the worker plan;
 * :mod:`~rawepoll.server.report` -- the JSON events (``--status-fd``) and the human lines;
-* :mod:`~rawepoll.server.serve` -- :func:`serve`, which puts them together;
-* :mod:`~rawepoll.server.cli` -- the ``rawepoll serve`` command line.
+* :mod:`~rawepoll.server.serving` -- :func:`serve`, which puts them together;
+* :mod:`~rawepoll.server.cli` -- the ``rawepoll serve`` command line;
+* :mod:`~rawepoll.server.control` -- the control socket (``--control``): publish from
+  outside the server, e.g. ``control.publish(path, topic, payload)``;
+* :mod:`~rawepoll.server.publish_cli` -- the ``rawepoll publish`` command line.
 
 From Python::
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 from rawepoll.server.config import FD_RESERVE, ServerConfig, plan_workers
 from rawepoll.server.handler import EchoHandler, Handler, Output, UpperLineHandler
 from rawepoll.server.report import Event, Ready
-from rawepoll.server.serve import serve
+from rawepoll.server.serving import serve
 
 __all__ = [
     "FD_RESERVE",

@@ -9,10 +9,11 @@ import os
 import sys
 
 from rawepoll._cli import non_negative_int, non_negative_seconds, port, positive_int
+from rawepoll.server.broker import BrokerDependencyError
 from rawepoll.server.config import ServerConfig
 from rawepoll.server.faults import HandlerError
 from rawepoll.server.handler import Handler
-from rawepoll.server.serve import serve
+from rawepoll.server.serving import serve
 
 DESCRIPTION = (
     "Serve TCP (IPv4/IPv6) or Unix-socket connections with an echo handler (or your own), "
@@ -204,6 +205,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "preference; default: none)",
     )
     parser.add_argument(
+        "--control",
+        metavar="PATH",
+        help="also listen on a local control socket at PATH (mode 0600; a stale socket file "
+        "is replaced, removed on exit), through which 'rawepoll publish' publishes to "
+        "subscribers or broadcasts from outside the server (default: none)",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="relay publishes across hosts through Redis pub/sub: redis://HOST:PORT[/DB] "
+        "(or redis://:PASSWORD@HOST:PORT); each topic is the Redis channel of the same name, "
+        "delivery is at most once (see docs/push.md); needs pip install 'rawepoll[redis]'",
+    )
+    parser.add_argument(
         "--status-fd",
         type=non_negative_int,
         metavar="N",
@@ -239,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return serve(config)
-    except HandlerError as error:
+    except (HandlerError, BrokerDependencyError) as error:
         print(f"rawepoll serve: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

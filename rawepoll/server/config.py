@@ -12,6 +12,7 @@ import os
 from typing import Final
 
 from rawepoll.limits import SetLimit
+from rawepoll.server.broker import parse_url
 from rawepoll.server.handler import EchoHandler, Handler
 
 __all__ = ["FD_RESERVE", "ServerConfig", "plan_workers"]
@@ -41,6 +42,8 @@ class ServerConfig:
     status_fd: int | None = None  # JSON events, one per line (rawepoll.server.report)
     max_pending: int = 65536  # pushed bytes a connection may have waiting (slow consumers)
     slow_policy: str = "drop"  # past max_pending: "drop" the message or "close" the connection
+    broker: str | None = None  # redis://HOST:PORT[/DB]: publishes across hosts (server.broker)
+    control: str | None = None  # a control socket's path (rawepoll.server.control); None: off
     protocol: str = "raw"  # "raw": the handler gets the bytes; "websocket": RFC 6455
     ping_interval: float = 30.0  # websocket: heartbeat ping period (0: none)
     ping_timeout: float = 10.0  # websocket: a ping unanswered this long closes (1011)
@@ -59,6 +62,8 @@ class ServerConfig:
         """Raise ``ValueError`` naming the first setting that makes no sense."""
         self._check_choices()
         self._check_numbers()
+        if self.broker is not None:
+            parse_url(self.broker)  # ValueError saying what is wrong with the URL
 
     def _check_choices(self) -> None:
         if self.mode not in ("lt", "et"):

@@ -15,6 +15,11 @@ closed since is skipped by its generation, one that subscribed since is not
 reached.  Several fan-outs run in publish order, so each connection sees the
 messages of one publisher in the order they were published.
 
+Fan-outs wait in a queue of at most :data:`QUEUE_LIMIT`: publishes that
+arrive faster than this worker can write them (from a broker, or from its
+siblings) are not delivered here beyond it, and are counted
+(``fanout_dropped``) -- memory stays bounded by the limit times the snapshot.
+
 What a subscriber cannot take now waits in its pending output, up to
 ``max_pending`` bytes; past that the message is dropped and counted (the
 default policy, ``drop``) or the connection closed (``close``): a broadcast
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["SLICE", "Delivery"]
 
 SLICE: Final = 4096  # deliveries per loop turn, over all fan-outs
+QUEUE_LIMIT: Final = 4096  # fan-outs waiting in a worker; beyond, a publish is not delivered here
 _FD_MASK: Final = 0xFFFFFFFF
 _OPEN: Final = 1  # rawepoll.server.loop.OPEN (kept in step by a test)
 
@@ -172,6 +178,9 @@ class Delivery:
         return frame
 
     def _start(self, tokens: array[int], frame: bytes) -> None:
+        if len(self.fanouts) >= QUEUE_LIMIT:  # publishes arrive faster than they go out
+            self.worker.stats.fanout_dropped += 1
+            return
         self.fanouts.append(_Fanout(tokens, frame))
         if len(self.fanouts) == 1 and len(tokens) <= SLICE:
             self.fan_out()  # a small one goes out now, in this turn

@@ -10,7 +10,7 @@ last interval of counting.
 
 Three kinds of figure:
 
-* ``open`` -- a level: summed over the live workers only;
+* ``open`` and ``broker_links`` -- levels: summed over the live workers only;
 * ``max_turn_us`` -- the longest loop turn, in microseconds, since the last
   status report (event-loop lag, as Node and asyncio's debug mode report it):
   the maximum over the workers, and it starts again after each report;
@@ -44,10 +44,18 @@ FIELDS: Final = (
     "slow_closed",
     "stale_sends",
     "relay_dropped",
+    "fanout_dropped",
+    "broker_links",
+    "broker_published",
+    "broker_received",
+    "broker_lost",
+    "broker_dropped",
+    "broker_reconnects",
     "max_turn_us",
 )
 MAXIMA: Final = frozenset({"max_turn_us"})  # combined by max, reset after each report
-_LEVELS: Final = frozenset({"open"})  # summed over live workers, not kept for dead ones
+# Levels: summed over live workers, not kept for dead ones.
+_LEVELS: Final = frozenset({"open", "broker_links"})
 PUBLISH_INTERVAL: Final = 0.01  # seconds: what a SIGKILLed worker's counts may miss
 
 
@@ -78,6 +86,13 @@ class Stats:
     slow_closed: int  # connections closed for not reading (--slow-policy close)
     stale_sends: int  # sends on a handle whose connection had closed: nothing written
     relay_dropped: int  # relay messages lost because a worker's mailbox stayed full
+    fanout_dropped: int  # publishes not delivered in a worker whose fan-out queue was full
+    broker_links: int  # Redis connections up (a level: 2 per worker; rawepoll.server.broker)
+    broker_published: int  # publishes Redis confirmed
+    broker_received: int  # messages Redis delivered to this worker
+    broker_lost: int  # publishes not known to have reached Redis (link down, unconfirmed)
+    broker_dropped: int  # publishes dropped: the Redis output buffer was full
+    broker_reconnects: int  # Redis connections re-established after a loss
     max_turn_us: int
 
     def values(self) -> tuple[int, ...]:

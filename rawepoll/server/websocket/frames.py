@@ -118,8 +118,9 @@ def close_frame(code: int | None = None, reason: str = "") -> bytes:
     """A server close frame; ``None`` sends no status code (and then no reason)."""
     if code is None:
         return encode(CLOSE, b"")
-    data = _CLOSE_CODE.pack(code) + reason.encode()[: MAX_CONTROL - 2]
-    return encode(CLOSE, data)
+    # Cut to fit a control frame -- between characters: half of one is invalid UTF-8 (1007).
+    text = reason.encode()[: MAX_CONTROL - 2].decode("utf-8", "ignore").encode()
+    return encode(CLOSE, _CLOSE_CODE.pack(code) + text)
 
 
 def parse_close(payload: bytes) -> tuple[int | None, str]:

@@ -132,8 +132,11 @@ def check(request: Request, origins: Sequence[str] | None) -> None:
         raw = b""
     if len(raw) != 16:
         raise Rejection(400, "Sec-WebSocket-Key must be 16 bytes in base64")
-    if not request.header("host"):
+    host = request.header("host")
+    if not host:
         raise Rejection(400, "the Host header is missing")
+    if "," in host:  # repeated headers are joined with ", "; RFC 7230 5.4: one Host, or 400
+        raise Rejection(400, "more than one Host header")
     if origins is not None and request.header("origin") not in origins:
         raise Rejection(403, "this Origin is not allowed")
     request.key = key

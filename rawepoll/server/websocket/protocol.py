@@ -288,7 +288,7 @@ class WebSocketProtocol:
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
-                return self._closing(fd, 1007, "a text message is not valid UTF-8")
+                return self._general(bytes(data), fd)  # 1007: the general path fails it
             if self.echo:
                 return _TEXT_HEADER[length] + payload
             return self._message(fd, text)
@@ -330,9 +330,11 @@ class WebSocketProtocol:
                 reply = self._frame(fd, fin, opcode, payload)
                 if reply:
                     out.append(reply)
-        except FrameError as error:
+        except FrameError as error:  # fail the connection: our close frame, then the TCP close
             out.append(self._closing(fd, error.code, error.reason) or b"")
-            return b"".join(out) or None
+            self.hub.connection(fd).send(b"".join(out))
+            self._finish(fd)  # RFC 6455 7.1.7: nothing more is read, not even a close frame
+            return None
         if self.state[fd] == DONE:  # the client closed: our answer goes last, then the close
             conn = self.hub.connection(fd)
             conn.send(b"".join(out))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from rawepoll.server import listen
+from rawepoll.server import broker, control, listen
 from rawepoll.server.config import ServerConfig, plan_workers
 from rawepoll.server.faults import HandlerError, check_handler, describe
 from rawepoll.server.handler import EchoHandler, Handler
@@ -40,12 +40,22 @@ def serve(
         HandlerError: (a ``TypeError``) ``config.handler`` is not a handler
             class, or its shared instance cannot be built -- one sentence,
             before anything listens.
-        OSError: the address cannot be bound.
+        BrokerDependencyError: (an ``ImportError``) ``config.broker`` is set and hiredis
+            is not installed (``pip install 'rawepoll[redis]'``).
+        OSError: the address cannot be bound, or the broker's host does not resolve.
     """
     config.check()
     handler, shared_handler = _handler(config)  # refused here, before anything listens
     workers, per_worker = plan_workers(config.workers, config.max_conns)
-    listener, is_tcp = listen.open_listener(config.host, config.port, config.unix, config.backlog)
+    brokers = (broker.extension(config.broker),) if config.broker is not None else ()
+    control_socket = control.open_socket(config.control)  # None unless --control
+    try:
+        listener, is_tcp = listen.open_listener(
+            config.host, config.port, config.unix, config.backlog
+        )
+    except BaseException:
+        control.close_socket(control_socket, config.control)
+        raise
     worker_config = WorkerConfig(
         handler=handler,
         max_conns=per_worker,
@@ -63,6 +73,7 @@ def serve(
         workers=workers,
         max_pending=config.max_pending,
         slow_policy=config.slow_policy,
+        extensions=control.extensions(control_socket) + brokers,
     )
     reporter = Reporter(config.quiet, config.status_fd, on_ready, on_event)
     address = listen.address_of(listener)
@@ -78,6 +89,7 @@ def serve(
         else:
             outcome = Supervisor(listener, worker_config, workers, reporter, ready).run()
     finally:
+        control.close_socket(control_socket, config.control)
         listen.remove_unix_path(config.unix)
         listener.close()
     reporter.exit(outcome.counts, restarted=outcome.restarted, clean=outcome.clean)
