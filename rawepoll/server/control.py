@@ -73,7 +73,6 @@ import contextlib
 import errno
 import functools
 import os
-import select
 import socket
 import time
 from collections.abc import Callable
@@ -414,10 +413,6 @@ class ControlServer:
         self.max_clients = max_clients
         self.timeout = timeout
         self.clients: dict[int, _Client] = {}
-        self._inbox: select.poll | None = None  # the relay inbox, to catch up before a publish
-        if worker.delivery.link is not None:
-            self._inbox = select.poll()
-            self._inbox.register(worker.delivery.link.inbox, select.POLLIN)
         worker.watch(listener.fileno(), self._accept)
 
     # -- Extension ---------------------------------------------------------
@@ -526,20 +521,8 @@ class ControlServer:
         return b"OK\n"
 
     def _catch_up(self) -> None:
-        """Deliver what the other workers relayed here before this publish.
-
-        A client that waited for the ``OK`` of its previous publish, made in
-        another worker, finds that message in this worker's inbox already:
-        delivered first, it keeps the client's order for this worker's
-        subscribers.
-        """
-        inbox = self._inbox
-        if inbox is None:
-            return
-        for _ in range(CATCH_UP_ROUNDS):
-            if not inbox.poll(0):
-                return
-            self.worker.delivery.relayed()
+        """Deliver what the other workers relayed here before this publish (its order)."""
+        self.worker.delivery.catch_up(CATCH_UP_ROUNDS)
 
     def _flush(self, client: _Client) -> None:
         """Write what waits; watch for room (and stop reading) while some remains."""

@@ -254,7 +254,7 @@ class Worker:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watch(self.wake_r, lambda mask: self._drain_wake())
         if hooks.relay is not None:
-            self.watch(hooks.relay.inbox, lambda mask: self.delivery.relayed())
+            self.watch(hooks.relay.inbox, lambda mask: self._take_relayed())
         self.extensions = [make(self) for make in config.extensions]
 
     def _init_handler(self, config: WorkerConfig, fd_limit: int, link: RelayLink | None) -> None:
@@ -287,6 +287,9 @@ class Worker:
         self.turn_started = now
         self.next_due = _NEVER
         self.drain_deadline = _NEVER
+
+    def _take_relayed(self) -> None:
+        self.delivery.relayed()
 
     def watch(self, fd: int, on_event: Callable[[int], None], mask: int = EPOLLIN) -> None:
         """Register a descriptor that is not a connection: ``on_event(events)`` on readiness.
