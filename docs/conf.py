@@ -6,7 +6,8 @@ napoleon).  Local extensions live in ``_ext/``: ``apicheck`` fails the build
 when a public name is missing from the reference, ``links`` gives the
 repository-relative links of the Markdown pages a target in the site, and
 ``timelines`` checks at every build that the LT/ET picture still shows what a
-real epoll does.
+real epoll does, and ``layers`` that the architecture picture places every module
+of the package.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ extensions = [
     "apicheck",
     "links",
     "timelines",
+    "layers",
 ]
 exclude_patterns = ["_build", "_ext", "results"]
 nitpicky = True
