@@ -130,7 +130,9 @@ def problems() -> list[str]:
     return found
 
 
-def _box(x: float, y: float, w: float, h: float, fill: str, text: str, size: int = 12) -> str:
+def _box(place: tuple[float, float, float, float], fill: str, text: str, size: int) -> str:
+    """A rounded box at ``place`` (x, y, width, height) with ``text`` centred in it."""
+    x, y, w, h = place
     return (
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{w:.0f}" height="{h:.0f}" rx="5" '
         f'fill="{fill}" stroke="#5a6b82" stroke-width="1"/>'
@@ -163,7 +165,7 @@ def draw() -> str:
         for i, entry in enumerate(entries):
             x = _LABEL + i * span
             size = 12 if span > 150 else 10
-            parts.append(_box(x, y + 8, span - 6, _ROW - 16, fill, entry, size))
+            parts.append(_box((x, y + 8, span - 6, _ROW - 16), fill, entry, size))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
