@@ -43,9 +43,12 @@ their deadline.
 
 **Closing.**  A close frame from the client is answered with a close frame
 (its status echoed) and the TCP connection is closed.  A close begun here
-(the application, a protocol error, the drain on SIGTERM with 1001 "going
-away", a handler fault with 1011) sends the frame and waits for the client's
-close at most ``close_timeout`` seconds.
+(the application, the drain on SIGTERM with 1001 "going away") sends the
+frame and waits for the client's close at most ``close_timeout`` seconds.
+A protocol error, a handler fault (1011) and a ping timeout (1011) send the
+frame and close at once: a failed connection reads nothing more (RFC 6455
+7.1.7).  However a connection ends, ``on_close`` is told once -- 1006 when
+no close frame came from the client.
 """
 
 from __future__ import annotations
@@ -203,7 +206,8 @@ class WebSocketProtocol:
         self.echo = type(app).on_message is WebSocketApp.on_message  # the inline fast path
         self.hub: Any = None
         self.state = bytearray(0)
-        self.unanswered = bytearray(0)  # a ping is out and no pong came
+        self.unanswered = bytearray(0)  # the round of the oldest ping with no pong yet (0: none)
+        self.ping_round = 0  # 1..255, the heartbeat's rounds
         self.partial: dict[int, bytes] = {}  # an incomplete frame's bytes
         self.fragments: dict[int, _Fragments] = {}
         self.handshakes: dict[int, Handshake] = {}
@@ -251,8 +255,7 @@ class WebSocketProtocol:
 
     def last_words(self, fd: int) -> bytes | None:
         """A fault of the application closes its connection: close frame 1011 first."""
-        if self.state[fd] & _STATE in (OPEN, CLOSING):
-            self.state[fd] = DONE
+        if self.state[fd] & _STATE in (OPEN, CLOSING):  # connection_lost then says 1006
             return frames.close_frame(1011, "internal error")
         return None
 
@@ -270,20 +273,27 @@ class WebSocketProtocol:
 
         The inline path: a connection in the plain open state (nothing
         buffered) whose read is exactly one small, whole, masked text or
-        binary frame -- the usual case of a request/response client.  It is
-        checked and answered here in a handful of big-integer and bytes
-        operations (the masking key times a precomputed repeat pattern, one
-        XOR, one ``to_bytes``; ``decode`` to check UTF-8; a precomputed
-        header).  Everything else goes to the general path, frame by frame.
+        binary frame -- the usual case of a request/response client.  The
+        read becomes one integer (header, key and payload together); the
+        payload is unmasked with the key times a precomputed repeat pattern,
+        one XOR and one ``to_bytes``, checked with ``decode`` if it is text,
+        and answered behind a precomputed header.  Measured with callgrind:
+        ~10,700 instructions per 64-byte message above a plain echo's
+        ~6,700, most of it the interpreter itself.  Everything else goes to
+        the general path, frame by frame.
         """
-        if self.state[fd] != OPEN or len(data) < 6:
+        n = len(data)
+        if self.state[fd] != OPEN or not 6 <= n <= 131:
             return self._general(bytes(data), fd)
-        length = data[1] - 0x80  # masked: the MASK bit is set, so this is the 7-bit length
-        first = data[0]
-        if len(data) != length + 6 or not 0 <= length < 126 or (first != 0x81 and first != 0x82):  # noqa: PLR1714
+        whole = _from_bytes(data, "little")  # header, key and payload: one integer
+        head = whole & 0xFFFF  # an AND with a small int is a small int: no copy of the rest
+        first = head & 0xFF
+        length = n - 6
+        if head >> 8 != 0x80 | length or (first != 0x81 and first != 0x82):  # noqa: PLR1714
             return self._general(bytes(data), fd)  # several frames, or anything unusual
-        value = _from_bytes(data[6:], "little") ^ _from_bytes(data[2:6], "little") * _REPEAT[length]
-        payload = (value & _LOW[length]).to_bytes(length, "little")
+        key = (whole & 0xFFFFFFFF0000) >> 16
+        value = ((whole >> 48) ^ key * _REPEAT[length]) & _LOW[length]
+        payload = value.to_bytes(length, "little")
         if first == 0x81:
             try:
                 text = payload.decode("utf-8")
@@ -420,12 +430,13 @@ class WebSocketProtocol:
             self.unanswered[fd] = 0
             return None
         code, reason = frames.parse_close(payload)  # FrameError if malformed
-        if self.state[fd] == CLOSING:
-            self._finish(fd)  # the answer to our close: done
-            return None
+        answer = self.state[fd] == CLOSING  # the client answers our close
         self.state[fd] = DONE  # _general sends our answer last, then closes
         generation = self.hub.connection(fd).generation
         self.app.on_close(WebSocket(self, fd, generation), code or 1005, reason)
+        if answer:
+            self._finish(fd)  # the closing handshake is complete
+            return None
         return frames.close_frame(code, "")
 
     def _fail(self, fd: int, error: FrameError) -> bytes | None:
@@ -482,7 +493,8 @@ class WebSocketProtocol:
             self.hub.connection(fd).send(frame)
 
     def _finish(self, fd: int) -> None:
-        self.state[fd] = DONE
+        """Close the TCP connection now.  Still OPEN or CLOSING here (no closing handshake
+        completed): connection_lost tells the application 1006."""
         self.deadlines.pop(fd, None)
         self.hub.connection(fd).close()
 
@@ -495,17 +507,22 @@ class WebSocketProtocol:
         fds = self._fds(OPEN)
         if not fds:
             return
+        # A round number, not a flag: with ping_timeout >= ping_interval the next round's
+        # ping goes out before this round's check, and must not count as this one unanswered.
+        self.ping_round = self.ping_round % 255 + 1
+        mark = self.ping_round
         unanswered = self.unanswered
         for fd in fds:
-            unanswered[fd] = 1
+            if not unanswered[fd]:
+                unanswered[fd] = mark  # the oldest unanswered ping is the one that times out
         self.hub.send_each(fds, frames.encode(frames.PING, b""))
-        self.hub.call_later(self.options.ping_timeout, self._check_pongs, fds)
+        self.hub.call_later(self.options.ping_timeout, self._check_pongs, fds, mark)
 
-    def _check_pongs(self, fds: list[int]) -> None:
+    def _check_pongs(self, fds: list[int], mark: int) -> None:
         unanswered = self.unanswered
         state = self.state
         for fd in fds:
-            if unanswered[fd] and state[fd] & _STATE == OPEN:
+            if unanswered[fd] == mark and state[fd] & _STATE == OPEN:
                 unanswered[fd] = 0
                 self._begin_close(fd, 1011, "ping timeout")
                 self._finish(fd)  # unresponsive: do not wait for its close frame
