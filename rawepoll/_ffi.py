@@ -62,6 +62,7 @@ __all__ = [
     "epoll_wait_nosleep",
     "errno_error",
     "last_errno",
+    "set_parent_death_signal",
     "set_tcp_nodelay",
     "unshare",
 ]
@@ -157,6 +158,13 @@ FUNCTIONS: Final = {
     ),
     # rawepoll c1m runs in a network namespace of its own.
     "unshare": Declaration("unshare", False, (_int,), "int unshare(int flags)"),
+    # A forked worker asks for a signal when its supervisor dies (PR_SET_PDEATHSIG).
+    "prctl": Declaration(
+        "prctl",
+        False,
+        (_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong),
+        "int prctl(int option, unsigned long arg2, arg3, arg4, arg5)",
+    ),
 }
 
 
@@ -181,6 +189,7 @@ epoll_pwait2: Final = _declare(FUNCTIONS["epoll_pwait2"])  # None without libc s
 _accept4: Final = _declare(FUNCTIONS["accept4"])
 _setsockopt: Final = _declare(FUNCTIONS["setsockopt"])
 _unshare: Final = _declare(FUNCTIONS["unshare"])
+_prctl: Final = _declare(FUNCTIONS["prctl"])
 
 # -- errno ---------------------------------------------------------------
 
@@ -267,4 +276,17 @@ def set_tcp_nodelay(fd: int) -> None:
 def unshare(flags: int) -> None:
     """``unshare(2)``; ``OSError`` from errno (EPERM without CAP_SYS_ADMIN, EINVAL)."""
     if _unshare(c_int(flags, "flags")) < 0:
+        raise errno_error()
+
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """``prctl(PR_SET_PDEATHSIG, signum)``: this process gets ``signum`` when its parent dies.
+
+    Raises:
+        OSError: EINVAL for a bad signal number.
+    """
+    if _prctl(_PR_SET_PDEATHSIG, c_int(signum, "signum"), 0, 0, 0) < 0:
         raise errno_error()

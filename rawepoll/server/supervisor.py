@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from rawepoll import _ffi
 from rawepoll.server.loop import Worker, WorkerConfig, WorkerHooks, WorkerMemory
 from rawepoll.server.relay import Mailboxes
 from rawepoll.server.report import Ready, Reporter
@@ -136,8 +137,14 @@ class Supervisor:
         """Fork the worker for ``slot``; its pid."""
         sys.stdout.flush()  # else the child would print our buffered output again
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            # A supervisor killed outright (SIGKILL) must not leave its workers serving
+            # on their own: each asks for SIGTERM -- a graceful drain -- when it dies.
+            _ffi.set_parent_death_signal(signal.SIGTERM)
+            if os.getppid() != parent:  # it died before the request took effect
+                os._exit(0)
             self._child(slot)
         self.slots[pid] = slot
         return pid
