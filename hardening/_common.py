@@ -1,9 +1,11 @@
 """What the soak, chaos and flood runs share: the server, the client processes, sampling.
 
 * :class:`ServerProcess` -- ``rawepoll serve --port 0 ...`` (or any echo server
-  that prints ``listening on HOST:PORT``) as a child in a session of its own,
-  found through its listening line and always stopped: SIGTERM, a bounded
-  wait, then SIGKILL of its whole process group.
+  that takes ``--status-fd N`` and announces itself there) as a child in a
+  session of its own: :class:`rawepoll.tools.serverproc.ServerProcess`, found
+  through its ``ready`` event, read through its ``status``, ``restart`` and
+  ``exit`` events, always stopped: SIGTERM, a bounded drain, then SIGKILL of
+  its whole process group.
 * :class:`ClientProcess` -- one ``python -m hardening._clients`` process: it
   takes its job as JSON on the command line, prints JSON lines (``ready``,
   then ``done`` with its counters), and stops when its stdin closes or its
@@ -13,15 +15,14 @@
   process of its tree (psutil), sampled in a thread; :func:`drift` turns the
   samples into figures (value at the end of warm-up, at the end, slope).
 
-Synchronisation is on events (a line printed, a process exited, a condition
-polled with a deadline); every wait has a bound.
+Synchronisation is on events (a server event, a client's line, a process
+exited, a condition polled with a deadline); every wait has a bound.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import statistics
@@ -35,10 +36,11 @@ from typing import IO, Any, Final
 
 import psutil
 
+from rawepoll.tools import serverproc
+from rawepoll.tools.serverproc import Event, Stopped
+
 REPO_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LISTEN_RE: Final = re.compile(r"listening on \[?(?P<host>[^\]\s]+?)\]?:(?P<port>\d+)\b")
-FIELD_RE: Final = re.compile(r"(\w+)=(\S+)")
-START_BOUND: Final = 30.0  # spawn to listening line
+START_BOUND: Final = 30.0  # spawn to the ready event
 STOP_BOUND: Final = 30.0  # SIGTERM to exit
 KILL_BOUND: Final = 5.0  # after SIGKILL
 
@@ -51,12 +53,7 @@ def python_env() -> dict[str, str]:
 
 def serve_command(*args: str) -> list[str]:
     """``python -m rawepoll serve --port 0 ARGS`` with this interpreter."""
-    return [sys.executable, "-m", "rawepoll", "serve", "--port", "0", *args]
-
-
-def fields(line: str) -> dict[str, str]:
-    """The ``key=value`` fields of a ``rawepoll serve`` status or summary line."""
-    return dict(FIELD_RE.findall(line))
+    return serverproc.serve_argv("--port", "0", *args)
 
 
 def wait_until(predicate: Callable[[], object], bound: float, pace: float = 0.01) -> bool:
@@ -138,92 +135,42 @@ def _stop_group(proc: subprocess.Popen[bytes], bound: float) -> int | None:
         return None
 
 
-class ServerProcess:
-    """An echo server child: ``rawepoll serve`` unless another ``command`` is given."""
+class ServerProcess(serverproc.ServerProcess):
+    """An echo server child: ``rawepoll serve`` unless another ``command`` is given.
 
-    host: str
-    port: int
+    Returned once the server sent its ``ready`` event on ``--status-fd``
+    (another server announces itself with
+    :func:`rawepoll.tools.serverproc.write_ready`); on the way out of a
+    ``with`` block it is stopped -- SIGTERM, a bounded drain, then SIGKILL of
+    its whole process group -- and its captured output released.
+    """
 
     def __init__(self, command: Sequence[str]) -> None:
-        self.command = list(command)
-        self.proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=REPO_ROOT,
+        super().__init__(
+            command,
             env=python_env(),
-            start_new_session=True,
+            cwd=REPO_ROOT,
+            start_bound=START_BOUND,
+            stop_bound=STOP_BOUND,
+            name=" ".join(command[:4]),
         )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.out = LineReader(self.proc.stdout, f"server-stdout-{self.proc.pid}")
-        self.err = LineReader(self.proc.stderr, f"server-stderr-{self.proc.pid}")
-        self.returncode: int | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def await_listening(self, bound: float = START_BOUND) -> None:
-        line = self.out.wait_for(LISTEN_RE.search, bound)
-        if line is None:
-            raise RuntimeError(f"no listening line within {bound} s\n{self.describe()}")
-        match = LISTEN_RE.search(line)
-        assert match is not None
-        self.host, self.port = match["host"], int(match["port"])
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.host, self.port
-
-    def workers(self) -> list[int]:
-        """The pids of the live worker processes (the children of the server)."""
-        try:
-            children = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        live = []
-        for child in children:
-            try:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    live.append(child.pid)
-            except psutil.NoSuchProcess:
-                continue
-        return live
-
-    def status_lines(self) -> list[str]:
-        return [line for line in self.out.snapshot() if line.startswith("rawepoll serve: status")]
-
-    def summary(self) -> dict[str, str]:
-        """The fields of the exit line, once the server exited (empty if there was none)."""
-        for line in reversed(self.out.snapshot()):
-            if line.startswith("rawepoll serve: exit"):
-                return fields(line)
-        return {}
+    def statuses(self) -> list[Event]:
+        """Every ``status`` event so far (counters, ``per_worker_open``), oldest first."""
+        self.poll_events()
+        return [event for event in self.events if event["event"] == "status"]
 
     def describe(self) -> str:
-        out = "\n".join(self.out.snapshot()[-20:])
-        err = "\n".join(self.err.snapshot()[-20:])
-        return f"command: {' '.join(self.command)}\nstdout:\n{out}\nstderr:\n{err}"
+        out = "\n".join(self.stdout().splitlines()[-20:])
+        err = "\n".join(self.stderr().splitlines()[-20:])
+        return f"command: {' '.join(self.argv)}\nstdout:\n{out}\nstderr:\n{err}"
 
-    def stop(self, bound: float = STOP_BOUND) -> int | None:
-        """Graceful stop (SIGTERM), then SIGKILL of the group; the exit status."""
-        if self.returncode is None:
-            self.returncode = _stop_group(self.proc, bound)
-            self.out.close()
-            self.err.close()
-        return self.returncode
 
-    def __enter__(self) -> ServerProcess:
-        try:
-            self.await_listening()
-        except BaseException:
-            self.stop(KILL_BOUND)
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+def exit_summary(stopped: Stopped) -> dict[str, int]:
+    """The server's ``exit`` event: its counters and ``restarted`` (empty without one)."""
+    if stopped.exit is None:
+        return {}
+    return {**stopped.counters, "restarted": int(stopped.exit.get("restarted", 0))}
 
 
 def socket_count(pid: int) -> int:
@@ -406,6 +353,17 @@ def drift(samples: Sequence[Sample], warmup: float, attr: str) -> dict[str, floa
     ``start`` is the first sample at or after the warm-up, ``end`` the last
     sample; ``slope_per_min`` is the least-squares slope over the samples in
     between (units per minute); ``min``/``max`` bound them.
+
+    One MiB a minute after a 10 s warm-up spent at zero:
+
+    >>> rise = [Sample(float(t), max(0, t - 10) * (1 << 20) // 60, 20, 3) for t in range(71)]
+    >>> rss = drift(rise, 10.0, "rss")
+    >>> rss["start"], rss["end"], rss["change"]
+    (0.0, 1048576.0, 1048576.0)
+    >>> round(rss["slope_per_min"] / (1 << 20), 3)
+    1.0
+    >>> drift(rise, 10.0, "fds")["slope_per_min"]
+    0.0
     """
     after = [s for s in samples if s.t >= warmup] or list(samples[-1:])
     if not after:

@@ -8,10 +8,11 @@ worker.  The supervisor replaces it; the clients must see only end-of-file or
 a reset on the killed worker's connections -- never other bytes -- and
 reconnect at once.
 
-Per kill it reports: the worker's open connections just before (counted with
-psutil, and as the server's status line had it), the connections the clients
-lost (each loss is attributed to the last kill before it), how they ended
-(EOF or reset), the time until a replacement process existed, until it held a
+Per kill it reports: the worker's open connections just before (counted in
+``/proc/PID/fd``, and as the server's last ``status`` event had it), the
+connections the clients lost (each loss is attributed to the last kill before
+it), how they ended (EOF or reset), the time until a replacement process
+existed (the supervisor's ``restart`` event, sent once it is forked), until it held a
 connection it had accepted, until it had written echo bytes (``wchar`` in
 ``/proc/PID/io``; a worker writes nothing else, and the clients verify every
 byte), and until every lost connection was re-established and echoing again.
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import signal
 import statistics
 import sys
@@ -39,7 +39,7 @@ from hardening._common import (
     ClientGroup,
     ServerProcess,
     add_counts,
-    fields,
+    exit_summary,
     print_json,
     print_table,
     serve_command,
@@ -49,7 +49,6 @@ from hardening._common import (
     wait_until,
 )
 
-DIED_RE = re.compile(r"worker (\d+) \(pid (\d+)\) died")
 PROBE_BOUND = 30.0  # seconds for a replacement to appear, accept, serve
 
 
@@ -100,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def written(pid: int) -> int:
     """Bytes ``pid`` has written with write-like calls (``wchar`` of /proc/PID/io).
 
-    A worker writes nothing but echoes (the supervisor prints the status lines),
+    A worker writes nothing but echoes (the supervisor prints and sends the status),
     so a replacement that wrote anything has served a connection.
     """
     try:
@@ -113,57 +112,55 @@ def written(pid: int) -> int:
     return 0
 
 
-def kill_one(
-    server: ServerProcess, rng: random.Random, known: set[int], busiest: bool
-) -> dict[str, Any]:
+def kill_one(server: ServerProcess, rng: random.Random, busiest: bool) -> dict[str, Any]:
     """SIGKILL a worker (a random one, or the one with most sockets); wait for its replacement."""
-    victims: list[int] = []
-
-    def found() -> bool:
-        victims[:] = server.workers()
-        return bool(victims)
-
-    if not wait_until(found, PROBE_BOUND):
-        raise RuntimeError(f"no worker to kill\n{server.describe()}")
+    victims = list(server.worker_pids)  # the ready event's, with every restart applied
     victim = max(victims, key=socket_count) if busiest else rng.choice(victims)
-    status_index = len(server.status_lines())
+    last_status = (server.statuses() or [None])[-1]
     open_before = socket_count(victim) - 1  # its connections: all but the listener
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     record: dict[str, Any] = {"pid": victim, "t": killed_at, "open_before": open_before}
-    replacement: list[int] = []
-
-    def replaced() -> bool:
-        new = [pid for pid in server.workers() if pid not in known and pid != victim]
-        replacement.extend(new[:1])
-        return bool(new)
-
     record["replaced_s"] = record["accepting_s"] = record["served_s"] = None
-    if wait_until(replaced, PROBE_BOUND, pace=0.002):
+    # The supervisor sends `restart` once the replacement is forked.
+    restart = server.wait_event("restart", PROBE_BOUND, lambda event: event["pid"] == victim)
+    if restart is not None:
         record["replaced_s"] = time.monotonic() - killed_at
-        new_pid = replacement[0]
-        known.add(new_pid)
+        new_pid = int(restart["new_pid"])
         record["new_pid"] = new_pid
+        slot = int(restart["slot"])
+        record["slot"] = slot
+        per_worker = last_status.get("per_worker_open", []) if last_status else []
+        if slot < len(per_worker):
+            record["status_open_before"] = int(per_worker[slot])
         if wait_until(lambda: socket_count(new_pid) > 1, PROBE_BOUND, pace=0.002):
             record["accepting_s"] = time.monotonic() - killed_at
         if wait_until(lambda: written(new_pid) > 0, PROBE_BOUND, pace=0.002):
             record["served_s"] = time.monotonic() - killed_at
-    died = server.err.wait_for(lambda line: f"(pid {victim}) died" in line, 5.0)
-    match = DIED_RE.search(died or "")
-    if match:
-        slot = int(match[1])
-        record["slot"] = slot
-        lines = server.status_lines()[:status_index]
-        if lines:
-            per_worker = fields(lines[-1]).get("per_worker_open", "")
-            opens = per_worker.split(",")
-            if slot < len(opens):
-                record["status_open_before"] = int(opens[slot])
     return record
 
 
 def attribute(kills: list[dict[str, Any]], losses: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each loss to the last kill before it; return the losses before any kill."""
+    """Give each loss to the last kill before it; return the losses before any kill.
+
+    Each kill gets ``lost``, ``lost_reset``, ``lost_eof``, ``recovered`` and
+    ``reconnected_s`` (kill to the last of its losses back, if all came back):
+
+    >>> kills = [{"t": 10.0}, {"t": 20.0}]
+    >>> losses = [
+    ...     {"t": 5.0, "how": "EOF with 0 bytes in flight"},  # before any kill
+    ...     {"t": 10.1, "how": "recv: Connection reset by peer", "recovered": 10.2},
+    ...     {"t": 10.1, "how": "EOF with 12 bytes in flight", "recovered": 10.4},
+    ...     {"t": 20.5, "how": "EOF with 0 bytes in flight"},  # never reconnected
+    ... ]
+    >>> attribute(kills, losses) == [losses[0]]
+    True
+    >>> first, second = kills
+    >>> first["lost"], first["lost_reset"], first["lost_eof"], round(first["reconnected_s"], 3)
+    (2, 1, 1, 0.4)
+    >>> second["lost"], second["lost_eof"], second["recovered"], second["reconnected_s"]
+    (1, 1, 0, None)
+    """
     unexplained = []
     for kill in kills:
         kill.update(lost=0, lost_eof=0, lost_reset=0, recovered=0, last_recovered=kill["t"])
@@ -194,10 +191,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
         "--workers", str(args.workers), "--mode", args.mode, "--stats-interval", "0.25"
     )
     kills: list[dict[str, Any]] = []
-    with ServerProcess(command) as server:
-        if not wait_until(lambda: len(server.workers()) >= args.workers, 30.0):
-            raise RuntimeError(f"workers did not start\n{server.describe()}")
-        known = set(server.workers())
+    with ServerProcess(command) as server:  # its workers are forked once it is ready
         with ClientGroup() as group:
             clients = [
                 group.start(
@@ -230,7 +224,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
                 pacer.wait(args.every * rng.uniform(0.75, 1.25) / 2)
                 if time.monotonic() + args.every / 2 > end:
                     break
-                kills.append(kill_one(server, rng, known, args.victim == "busiest"))
+                kills.append(kill_one(server, rng, args.victim == "busiest"))
                 k = kills[-1]
                 say(
                     args,
@@ -245,8 +239,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
                 client.tell_stop()
             results = [client.result(60.0) for client in clients]
         say(args, "chaos: stopping the server")
-        status = server.stop()
-        summary = server.summary()
+        stopped = server.stop()
     losses = [loss for r in results for loss in r["losses"]]
     unexplained = attribute(kills, losses)
     report: dict[str, Any] = {
@@ -265,7 +258,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
             "mismatched_bytes": sum(int(r["mismatched_bytes"]) for r in results),
             "problems": [p for r in results for p in r["problems"]][:10],
         },
-        "server": {"exit_status": status, "summary": summary},
+        "server": {"exit_status": stopped.returncode, "summary": exit_summary(stopped)},
     }
     report["figures"] = figures(kills)
     report["verdict"] = judge(report)
@@ -387,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         for kill in report["kills"]:
             print(
                 f"  pid {kill['pid']} slot {kill.get('slot', '?')}: open {kill['open_before']} "
-                f"(status line {kill.get('status_open_before', '?')}), lost {kill['lost']} "
+                f"(status event {kill.get('status_open_before', '?')}), lost {kill['lost']} "
                 f"({kill['lost_reset']} reset, {kill['lost_eof']} EOF), "
                 f"replaced {_ms(kill['replaced_s'])}, accepted {_ms(kill['accepting_s'])}, "
                 f"served {_ms(kill['served_s'])}, "

@@ -37,7 +37,7 @@ from hardening._common import (
     ClientGroup,
     ClientProcess,
     ServerProcess,
-    fields,
+    exit_summary,
     print_json,
     print_table,
     serve_command,
@@ -114,9 +114,9 @@ def mixed_job(
 
 
 def server_open(server: ServerProcess) -> int | None:
-    """Open connections in the server's latest status line."""
-    lines = server.status_lines()
-    return int(fields(lines[-1])["open"]) if lines else None
+    """Open connections in the server's latest status event."""
+    statuses = server.statuses()
+    return int(statuses[-1]["counters"]["open"]) if statuses else None
 
 
 def phase_histograms(
@@ -157,8 +157,7 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
         "served_conns": args.served,
         "served_rate_per_s": round(args.served / args.pause),
     }
-    with ServerProcess(command) as server, ClientGroup() as group:
-        wait_until(lambda: len(server.workers()) >= (args.workers if args.workers > 1 else 0), 30)
+    with ServerProcess(command) as server, ClientGroup() as group:  # workers forked when ready
         served = group.start(
             mixed_job(server, args.served, args.size, args.pause, 0, latency=True), "served"
         )
@@ -207,7 +206,7 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
         start = time.monotonic()
         pacer.wait(args.phase)
         windows["flood"] = (start, time.monotonic())
-        max_open = max((int(fields(line)["open"]) for line in server.status_lines()), default=0)
+        max_open = max((int(e["counters"]["open"]) for e in server.statuses()), default=0)
         flooder.tell_stop()
         flood_result = flooder.result(60.0)
         wait_until(lambda: (server_open(server) or 0) <= args.served, 30.0, pace=0.1)
@@ -218,8 +217,7 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
         windows["after"] = (start, time.monotonic())
         served.tell_stop()
         served_result = served.result(60.0)
-        status = server.stop()
-        summary = server.summary()
+        stopped = server.stop()
     report["latency_us"] = phase_histograms(windows, served_result["latency"])
     report["served"] = {
         **served_result["totals"],
@@ -243,7 +241,7 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
         "server_max_open": max_open,
         "problems": flood_result["problems"][:5],
     }
-    report["server"] = {"exit_status": status, "summary": summary}
+    report["server"] = {"exit_status": stopped.returncode, "summary": exit_summary(stopped)}
     report["verdict"] = judge(report, args)
     return report
 

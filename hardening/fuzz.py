@@ -1,7 +1,7 @@
 """Fuzz: bounded-time fuzzing of the binding and of the server's handler path.
 
 ``python -m hardening.fuzz --seconds 300`` (``make fuzz``) shares the time
-among four targets, each run in a child interpreter of its own, one after the
+among five targets, each run in a child interpreter of its own, one after the
 other, so that a segfault or a hang is seen from outside as an exit status or
 a missed deadline:
 
@@ -14,7 +14,11 @@ a missed deadline:
 ``server-lt``, ``server-et``
     live level- and edge-triggered ``Worker`` loops on 127.0.0.1 with
     hypothesis-chosen clients: chunkings, slow readers, half-closes, early
-    closes and resets, every byte checked (:class:`hardening.fuzz_server.ServerFuzz`).
+    closes and resets, every byte checked (:class:`hardening.fuzz_server.ServerFuzz`);
+``websocket``
+    the WebSocket protocol's sans-IO core fed handshakes and frames -- valid,
+    breaking a rule, mutated, garbage -- in arbitrary chunks, every answer checked
+    (:class:`hardening.fuzz_websocket.WebSocketFuzz`).
 
 It prints what each target tried (calls, handler calls, connections) and
 every finding -- a crash (the child killed by a signal), a hang, an
@@ -39,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ("binding", "handlers", "server-lt", "server-et")
+TARGETS = ("binding", "handlers", "server-lt", "server-et", "websocket")
 GRACE = 180.0  # seconds a child may run past its budget: shrinking, a stall, draining
 REPORT_PREFIX = "FUZZ-REPORT "
 TAIL = 4000  # characters of a child's stderr kept with a finding
@@ -54,7 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "garbage arguments), handlers (the sans-IO handlers, arbitrary bytes and "
             "chunkings), server-lt and server-et (live Worker loops on 127.0.0.1 driven by "
             "hypothesis-chosen clients: chunkings, slow readers, half-closes, resets; every "
-            "byte checked). Each target runs in a child interpreter for its share of "
+            "byte checked), websocket (the WebSocket protocol without sockets: handshakes and "
+            "frames, valid, broken, mutated, in random chunkings). "
+            "Each target runs in a child interpreter for its share of "
             "--seconds. Exit status: 0 if nothing was found, 1 on any crash, hang, "
             "undocumented exception or wrong byte, 2 for bad arguments."
         ),
@@ -157,7 +163,19 @@ def run_target(target: str, seconds: float, seed: int, echo_handler: str | None)
 def classify(
     target: str, returncode: int, stdout: str, stderr: str, timed_out: bool
 ) -> dict[str, Any]:
-    """The child's report, plus a finding for a signal, a hang or a missing report."""
+    r"""The child's report, plus a finding for a signal, a hang or a missing report.
+
+    >>> classify("binding", 1, "", "Timeout", True)["findings"][0]["kind"]
+    'hang'
+    >>> classify("binding", -11, "", "Segmentation fault", False)["findings"][0]["detail"]
+    'killed by SIGSEGV'
+    >>> classify("binding", 1, "", "Traceback", False)["findings"][0]["detail"]
+    'exited 1 without a report'
+    >>> last = '{"examples": 3, "calls": 9, "unit": "calls", "findings": []}'
+    >>> clean = classify("binding", 0, "noise\nFUZZ-REPORT " + last + "\n", "", False)
+    >>> clean["findings"], clean["calls"], clean["returncode"]
+    ([], 9, 0)
+    """
     report: dict[str, Any] = {"examples": 0, "calls": 0, "unit": "calls", "findings": []}
     for line in reversed(stdout.splitlines()):
         if line.startswith(REPORT_PREFIX):
@@ -265,6 +283,7 @@ def child_main(args: argparse.Namespace) -> int:
         "handlers": _handlers,
         "server-lt": lambda a: _server("lt", a),
         "server-et": lambda a: _server("et", a),
+        "websocket": _websocket,
     }
     report = engines[args.child](args)
     faulthandler.cancel_dump_traceback_later()
@@ -317,6 +336,21 @@ def _handlers(args: argparse.Namespace) -> dict[str, Any]:
         run_for(engine.batch, engine.ROUND, args.seconds, args.seed)
     except Exception as exc:
         findings.append(_exception_finding("handler", exc))
+    report = engine.report()
+    report["findings"] = findings
+    return report
+
+
+def _websocket(args: argparse.Namespace) -> dict[str, Any]:
+    from hardening.fuzz_websocket import WebSocketFuzz
+    from hardening.fuzzlib import run_for
+
+    engine = WebSocketFuzz()
+    findings = []
+    try:
+        run_for(engine.batch, engine.ROUND, args.seconds, args.seed)
+    except Exception as exc:
+        findings.append(_exception_finding("websocket", exc))
     report = engine.report()
     report["findings"] = findings
     return report

@@ -37,6 +37,7 @@ from hardening._common import (
     ServerProcess,
     add_counts,
     drift,
+    exit_summary,
     print_json,
     print_table,
     sample_tree,
@@ -97,8 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--server-command",
         default=None,
         metavar="CMD",
-        help="run this echo server instead of rawepoll serve (it must print "
-        "'listening on HOST:PORT'); for proving that the checks catch a broken server",
+        help="run this echo server instead of rawepoll serve (it must take --status-fd N "
+        "and announce itself there, as rawepoll.tools.serverproc.write_ready does); for "
+        "proving that the checks catch a broken server",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
@@ -139,9 +141,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     if command is None:
         command = serve_command("--workers", str(args.workers), "--mode", args.mode)
     report: dict[str, Any] = {"seconds": args.seconds, "warmup_s": args.warmup}
-    with ServerProcess(command) as server:
-        expected = args.workers + 1 if args.server_command is None else 1
-        wait_until(lambda: len(server.workers()) + 1 >= expected, 30.0)
+    with ServerProcess(command) as server:  # its workers are forked once it is ready
         before = settled_sample(server.pid)
         started = time.monotonic()
         with Sampler(server.pid, args.interval) as sampler, ClientGroup() as group:
@@ -164,15 +164,14 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 lambda: (s := sample_tree(server.pid)) is not None and s.fds <= before.fds, 10.0
             )
         after = sample_tree(server.pid)
-        status = server.stop()
-        summary = server.summary()
+        stopped = server.stop()
+        report["server"] = {
+            "command": " ".join(command),
+            "exit_status": stopped.returncode,
+            "summary": exit_summary(stopped),
+            "stderr": server.stderr().splitlines()[-5:],
+        }
     samples = [s for s in sampler.samples if s.t <= load_end]
-    report["server"] = {
-        "command": " ".join(command),
-        "exit_status": status,
-        "summary": summary,
-        "stderr": server.err.snapshot()[-5:],
-    }
     report["clients"] = {
         "processes": args.clients,
         "kinds": {

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
-from conftest import open_fds, wait_until_in_epoll_wait
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.fds import open_fds
+from support.proc import wait_until_in_epoll_wait
 
 import rawepoll
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import epoll_wait_args, in_epoll_wait
+from support.proc import epoll_wait_args, in_epoll_wait
 
 import rawepoll
 from rawepoll import EPOLLIN, EventArray

@@ -18,6 +18,7 @@ import fcntl
 import math
 import os
 import pickle
+import re
 import resource
 import select
 import socket
@@ -28,9 +29,10 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from conftest import epoll_interest, epoll_wait_args, open_fds, wait_until_in_epoll_wait
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fds import epoll_interest, open_fds
+from support.proc import epoll_wait_args, wait_until_in_epoll_wait
 
 import rawepoll
 from rawepoll import (
@@ -129,11 +131,19 @@ def cloexec(fd: int) -> bool:
 # -- objects that stand in for descriptors --------------------------------------
 
 
+def show(value: object) -> str:
+    """A test id: ``repr`` without memory addresses, so every xdist worker sees the same."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
 class Fileno:
     """An object whose ``fileno()`` returns ``value`` (any object)."""
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+    def __repr__(self) -> str:
+        return f"Fileno({self.value!r})"
 
     def fileno(self) -> Any:
         return self.value
@@ -157,6 +167,9 @@ class Index:
 
     def __init__(self, value: int) -> None:
         self.value = value
+
+    def __repr__(self) -> str:
+        return f"Index({self.value})"
 
     def __index__(self) -> int:
         return self.value
@@ -355,7 +368,7 @@ def test_fromfd_argument_errors_match_stdlib(
     assert assert_same(call) == ("raised", error)
 
 
-@pytest.mark.parametrize("args", [(), (5,), (0,), (-1, 1), ("x",)], ids=repr)
+@pytest.mark.parametrize("args", [(), (5,), (0,), (-1, 1), ("x",)], ids=show)
 def test_init_again_is_a_no_op(
     epoll_cls: Any, sockpair: tuple[socket.socket, ...], args: Any
 ) -> None:
@@ -526,7 +539,7 @@ BAD_FDS: list[tuple[Any, type[Exception]]] = [
 
 
 @pytest.mark.parametrize("method", ["register", "modify", "unregister"])
-@pytest.mark.parametrize(("fd", "error"), BAD_FDS, ids=repr)
+@pytest.mark.parametrize(("fd", "error"), BAD_FDS, ids=show)
 def test_bad_fd_arguments(ep: Any, method: str, fd: Any, error: type[Exception]) -> None:
     """Negative fd: ValueError; beyond a C int: OverflowError; not a descriptor: TypeError."""
     args = (fd,) if method == "unregister" else (fd, EPOLLIN)
@@ -536,7 +549,7 @@ def test_bad_fd_arguments(ep: Any, method: str, fd: Any, error: type[Exception])
 
 
 @pytest.mark.parametrize("method", ["register", "modify", "unregister"])
-@pytest.mark.parametrize("fd", [fd for fd, _ in BAD_FDS] + [True, IntSubclass(0)], ids=repr)
+@pytest.mark.parametrize("fd", [fd for fd, _ in BAD_FDS] + [True, IntSubclass(0)], ids=show)
 def test_fd_arguments_match_stdlib(method: str, fd: Any) -> None:
     """Every fd argument, good or bad, has the stdlib's outcome (open and closed objects)."""
     args = (fd,) if method == "unregister" else (fd, EPOLLIN)
@@ -557,7 +570,7 @@ def test_fd_arguments_match_stdlib(method: str, fd: Any) -> None:
         (-(2**32) + EPOLLIN, EPOLLIN),  # negative masks wrap as well
         (EPOLLIN | EPOLLEXCLUSIVE, EPOLLIN | EPOLLEXCLUSIVE),
     ],
-    ids=repr,
+    ids=show,
 )
 def test_eventmask_modulo_2_32(
     ep: Any, sockpair: tuple[socket.socket, ...], mask: Any, stored: int
@@ -596,7 +609,7 @@ BAD_MASKS: list[tuple[Any, type[Exception]]] = [
 
 
 @pytest.mark.parametrize("method", ["register", "modify"])
-@pytest.mark.parametrize(("mask", "error"), BAD_MASKS, ids=repr)
+@pytest.mark.parametrize(("mask", "error"), BAD_MASKS, ids=show)
 def test_eventmask_must_be_an_integer(
     ep: Any, sockpair: tuple[socket.socket, ...], method: str, mask: Any, error: type[Exception]
 ) -> None:
@@ -611,7 +624,7 @@ def test_eventmask_must_be_an_integer(
 @pytest.mark.parametrize(
     "mask",
     [m for m, _ in BAD_MASKS] + [-1, 2**70, -(2**70), 0, EPOLLIN | EPOLLEXCLUSIVE, Index(1)],
-    ids=repr,
+    ids=show,
 )
 def test_eventmask_matches_stdlib(
     sockpair: tuple[socket.socket, ...], method: str, mask: Any
@@ -655,7 +668,7 @@ def test_poll_returns_list_of_int_pairs(ep: Any, ready: socket.socket) -> None:
 @pytest.mark.parametrize(
     "timeout",
     [None, -1, -1.5, -2147483, 0, 0.0, 1, 0.5, 1e-4, 2147483, 2147483.647, True, Index(2)],
-    ids=repr,
+    ids=show,
 )
 def test_poll_timeouts_accepted(ep: Any, ready: socket.socket, timeout: Any) -> None:
     """None or negative blocks, else seconds (int or float); a ready fd returns at once."""
@@ -665,7 +678,7 @@ def test_poll_timeouts_accepted(ep: Any, ready: socket.socket, timeout: Any) -> 
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("timeout", [0, 0.0, -0.0, 1e-4, 1e-9, 5e-324, 0.001, -1e-4], ids=repr)
+@pytest.mark.parametrize("timeout", [0, 0.0, -0.0, 1e-4, 1e-9, 5e-324, 0.001, -1e-4], ids=show)
 def test_poll_short_timeouts_return_empty(ep: Any, timeout: float) -> None:
     """Short timeouts return [] with nothing ready.
 
@@ -699,7 +712,7 @@ TIMEOUT_ERRORS: list[tuple[Any, type[Exception]]] = [
 ]
 
 
-@pytest.mark.parametrize(("timeout", "error"), TIMEOUT_ERRORS, ids=repr)
+@pytest.mark.parametrize(("timeout", "error"), TIMEOUT_ERRORS, ids=show)
 def test_poll_timeout_errors(ep: Any, timeout: Any, error: type[Exception]) -> None:
     """NaN: ValueError; beyond the clock or INT_MAX ms: OverflowError; not a number: TypeError."""
     with pytest.raises(error) as info:
@@ -711,7 +724,7 @@ def test_poll_timeout_errors(ep: Any, timeout: Any, error: type[Exception]) -> N
     "timeout",
     [t for t, _ in TIMEOUT_ERRORS]
     + [None, -1, 0, 1e-4, -1e-4, 2147483.647, 2147483.6475, -2147483.648, -2147483.649],
-    ids=repr,
+    ids=show,
 )
 def test_poll_timeout_matches_stdlib(ready: socket.socket, timeout: Any) -> None:
     """Every timeout has the stdlib's outcome (a ready fd keeps valid ones from blocking)."""
@@ -801,7 +814,7 @@ def test_poll_asks_kernel_for(
 # -- poll: maxevents -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("maxevents", [-1, 1, 5, 1023, 1024, 10_000, True, Index(3)], ids=repr)
+@pytest.mark.parametrize("maxevents", [-1, 1, 5, 1023, 1024, 10_000, True, Index(3)], ids=show)
 def test_poll_maxevents_accepted(ep: Any, ready: socket.socket, maxevents: Any) -> None:
     """-1 (the default, FD_SETSIZE - 1) or any positive C int."""
     ep.register(ready, EPOLLIN)
@@ -825,7 +838,7 @@ MAXEVENTS_ERRORS: list[tuple[Any, type[Exception]]] = [
 ]
 
 
-@pytest.mark.parametrize(("maxevents", "error"), MAXEVENTS_ERRORS, ids=repr)
+@pytest.mark.parametrize(("maxevents", "error"), MAXEVENTS_ERRORS, ids=show)
 def test_poll_maxevents_errors(ep: Any, maxevents: Any, error: type[Exception]) -> None:
     """maxevents < 1 other than -1: ValueError; not an int: TypeError; beyond a C int: Overflow."""
     with pytest.raises(error) as info:
@@ -833,7 +846,7 @@ def test_poll_maxevents_errors(ep: Any, maxevents: Any, error: type[Exception]) 
     assert type(info.value) is error
 
 
-@pytest.mark.parametrize("maxevents", [m for m, _ in MAXEVENTS_ERRORS] + [-1, 1, 64], ids=repr)
+@pytest.mark.parametrize("maxevents", [m for m, _ in MAXEVENTS_ERRORS] + [-1, 1, 64], ids=show)
 def test_poll_maxevents_matches_stdlib(ready: socket.socket, maxevents: Any) -> None:
     """Every maxevents has the stdlib's outcome."""
     assert_same(on_fresh(lambda ep: (ep.register(ready), ep.poll(0, maxevents))))
@@ -890,7 +903,7 @@ def test_poll_maxevents_rotates_level_triggered(ep: Any, many_ready: list[socket
         (None, -2),
         (0, -1),
     ],
-    ids=repr,
+    ids=show,
 )
 def test_poll_argument_check_order(ready: socket.socket, timeout: Any, maxevents: Any) -> None:
     """With two bad arguments, the same one wins as in the stdlib."""
@@ -1059,7 +1072,7 @@ def test_wait_kernel_sees_len(
 
 
 @pytest.mark.parametrize(
-    "events", [[], None, bytearray(12), (rawepoll.unix.EpollEvent * 4)(), 4], ids=repr
+    "events", [[], None, bytearray(12), (rawepoll.unix.EpollEvent * 4)(), 4], ids=show
 )
 def test_wait_needs_event_array(rep: rawepoll.Epoll, events: Any) -> None:
     """Anything but an EventArray is a TypeError (the kernel writes into it)."""
@@ -1091,7 +1104,7 @@ def test_wait_on_closed(events: Any) -> None:
 @pytest.mark.parametrize(
     "timeout",
     [t for t, _ in TIMEOUT_ERRORS] + [None, -1, 0, 0.5, 1e-4, -1e-4, True],
-    ids=repr,
+    ids=show,
 )
 def test_wait_timeout_matches_stdlib_poll(ready: socket.socket, timeout: Any) -> None:
     """``wait`` takes its timeout exactly as ``select.epoll.poll`` does."""

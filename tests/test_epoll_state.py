@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import drain, epoll_interest, fill
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from support.fds import drain, epoll_interest, fill
 
 import rawepoll
 from rawepoll import (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.proc import listening_ports, wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -25,10 +25,10 @@ def test_upper_server_upper_cases_lines(mode: str) -> None:
         start_new_session=True,
     )
     try:
-        assert server.stdout is not None
-        match = re.search(r":(\d+) \(", server.stdout.readline())
-        assert match, "no listening line"
-        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=30) as client:
+        # The example has no --status-fd: its listener, as /proc shows it, is the event.
+        wait_until(lambda: listening_ports(server.pid), "the example listening", bound=30)
+        [port] = listening_ports(server.pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
             client.sendall(b"hello\nw")
             client.sendall(b"orld\nno newline")
             client.shutdown(socket.SHUT_WR)

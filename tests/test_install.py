@@ -24,9 +24,10 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from conftest import open_fds, run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.children import run_python
+from support.fds import open_fds
 
 import rawepoll
 from rawepoll import _asyncio

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_python
+from support.children import run_python
 
 from rawepoll import MAX_EVENTS, unix
 

@@ -13,7 +13,7 @@ import resource
 from pathlib import Path
 
 import pytest
-from conftest import run_python
+from support.children import run_python
 
 from rawepoll import SetLimit, limits
 

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import drain, fill, open_fds, wait_until_in_epoll_wait
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from support.fds import drain, fill, open_fds
+from support.proc import wait_until_in_epoll_wait
 
 import rawepoll
 

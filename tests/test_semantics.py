@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import drain, epoll_interest, fill
+from support.fds import drain, epoll_interest, fill
 
 import rawepoll
 from rawepoll import (

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until_in_epoll_wait
+from support.proc import wait_until_in_epoll_wait
 
 import rawepoll
 from rawepoll import EPOLLIN, EventArray

@@ -27,7 +27,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import epoll_interest, run_python, wait_until_in_epoll_wait
+from support.children import run_python
+from support.fds import epoll_interest
+from support.proc import wait_until_in_epoll_wait
 
 from rawepoll import EventArray, _ffi, unix
 

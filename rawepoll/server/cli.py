@@ -193,6 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--origin",
         dest="origins",
         action="append",
+        default=None,  # not ServerConfig's tuple: "append" needs a list to grow
         metavar="ORIGIN",
         help="accept handshakes only from this Origin (repeat for more; default: any)",
     )
@@ -200,6 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--subprotocol",
         dest="subprotocols",
         action="append",
+        default=None,  # not ServerConfig's tuple: "append" needs a list to grow
         metavar="NAME",
         help="a subprotocol to agree to when the client offers it (repeat, in order of "
         "preference; default: none)",

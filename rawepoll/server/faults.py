@@ -99,8 +99,9 @@ class FaultLog:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        """The line for the faults not yet logged, if any (at most one per interval)."""
-        if not self._unlogged:
+        """The line for the faults not yet logged, if any: at ``now`` only once the interval
+        since the last line has passed; without ``now`` (on the way out) at once."""
+        if not self._unlogged or (now is not None and now < self._next_line):
             return
         self.log(
             f"{self._unlogged} more handler error(s) since the last report, "

@@ -400,7 +400,7 @@ class Worker:
         try:
             handler = self.handler_for(fd)
             handler.connection_made(self._who(fd))  # type: ignore[attr-defined]
-        except (Exception, KeyboardInterrupt, SystemExit) as error:
+        except BaseException as error:  # a fault costs its connection only
             self._fault(fd, error)
 
     def _rotate(self) -> None:
@@ -633,12 +633,14 @@ class Worker:
 
         ``KeyboardInterrupt`` and ``SystemExit`` are not faults: they keep
         their meaning and start the graceful drain (the connection whose
-        handler raised them is closed, its answer unknown).
+        handler raised them is closed, its answer unknown).  Any other
+        exception, ``BaseException`` subclasses such as ``CancelledError``
+        included, is one.
         """
-        if isinstance(error, Exception):
-            self.user_fault(fd, error, f"connection fd {fd}")
-        else:
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
             self.stopping = True
+        else:
+            self.user_fault(fd, error, f"connection fd {fd}")
         if 0 <= fd < len(self.flags) and self.flags[fd] & OPEN:
             if self.lifecycle.last_words:
                 self._say_last_words(fd)
@@ -653,7 +655,7 @@ class Worker:
         except Exception:
             pass
 
-    def user_fault(self, fd: int, error: Exception, where: str) -> None:
+    def user_fault(self, fd: int, error: BaseException, where: str) -> None:
         """Count and log a fault of user code (the caller decides what it costs)."""
         self.stats.handler_errors += 1
         self.faults.record(error, f"worker {self.slot}, {where}")
@@ -670,7 +672,7 @@ class Worker:
                 for item in items:
                     serve(item)
                 return
-            except (Exception, KeyboardInterrupt, SystemExit) as error:
+            except BaseException as error:  # a fault costs its connection only
                 self._fault(item if type(item) is int else item[0], error)
 
     # -- push: handles, sends, timers (rawepoll.server.push) -----------------
@@ -770,12 +772,12 @@ class Worker:
                 continue
             try:
                 timer.callback(*timer.args)
-            except Exception as error:
+            except (KeyboardInterrupt, SystemExit):
+                self.stopping = True
+            except BaseException as error:  # that timer's fault: it is dropped, nothing else
                 timer.cancel()
                 name = getattr(timer.callback, "__qualname__", repr(timer.callback))
                 self.user_fault(-1, error, f"timer {name} (dropped)")
-            except (KeyboardInterrupt, SystemExit):
-                self.stopping = True
 
     def _expire_idle(self) -> None:
         """The idle wheel's tick, driven by the timer wheel: close what idled a whole timeout."""
@@ -895,7 +897,7 @@ class Worker:
                     if got == READ_SIZE:
                         rest.append((fd, mask))
                 break
-            except (Exception, KeyboardInterrupt, SystemExit) as error:
+            except BaseException as error:  # a fault costs its connection only
                 self._fault(fd, error)
         stats = self.stats
         stats.bytes_in += bytes_in
@@ -911,6 +913,8 @@ class Worker:
         self._started = True
         try:
             started(self.hub)
+        except (KeyboardInterrupt, SystemExit):
+            self.stopping = True  # as from any handler: the graceful drain
         except Exception as error:
             self.user_fault(-1, error, "worker_started")
 
@@ -1127,4 +1131,6 @@ class Worker:
 
 
 def _log_stderr(message: str) -> None:
-    print(f"rawepoll serve: {message}", file=sys.stderr, flush=True)
+    # One write per message: workers share stderr, and print() writes the newline apart.
+    sys.stderr.write(f"rawepoll serve: {message}\n")
+    sys.stderr.flush()

@@ -43,6 +43,9 @@ __all__ = ["Outcome", "Supervisor", "run_single"]
 _SIGNALS: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 _KILL_GRACE: Final = 5.0  # seconds past the drain timeout before workers are killed
+_QUICK_DEATH: Final = 1.0  # a worker that dies younger than this may be crash-looping
+_BACKOFF_FIRST: Final = 0.1  # seconds before the first replacement of a quick death
+_BACKOFF_MOST: Final = 5.0  # ... doubling up to this
 _NEVER: Final = float("inf")
 
 MakeReady = Callable[[int, tuple[int, ...]], Ready]
@@ -106,6 +109,9 @@ class Supervisor:
         self.mailboxes = Mailboxes(workers)  # publishes between workers (rawepoll.server.relay)
         self.retired = dict.fromkeys(FIELDS, 0)  # what dead workers had counted
         self.slots: dict[int, int] = {}  # pid -> slot
+        self.born: dict[int, float] = {}  # slot -> when its worker was forked
+        self.quick_deaths: dict[int, int] = {}  # slot -> deaths in a row, each soon after birth
+        self.respawn: dict[int, tuple[float, int, str]] = {}  # slot -> (when, old pid, reason)
         self.memory: WorkerMemory | None = None
         self.restarted = 0
         self.clean = True
@@ -124,7 +130,7 @@ class Supervisor:
             for slot in range(self.workers):
                 self.spawn(slot)
             self.reporter.ready(self.make_ready(os.getpid(), tuple(self.slots)))
-            while self.slots:
+            while self.slots or (self.respawn and not self.stopping):
                 self.step()
         finally:
             for pid in self.slots:
@@ -147,11 +153,13 @@ class Supervisor:
                 os._exit(0)
             self._child(slot)
         self.slots[pid] = slot
+        self.born[slot] = time.monotonic()
         return pid
 
     def step(self) -> None:
         """One wake-up: a signal (or a second) passed; act on what happened."""
-        wait = max(0.0, min(1.0, self.next_stats - time.monotonic()))
+        soonest = min([self.next_stats, *(when for when, _, _ in self.respawn.values())])
+        wait = max(0.0, min(1.0, soonest - time.monotonic()))
         info = signal.sigtimedwait(_SIGNALS, wait)
         if info is not None and info.si_signo in _STOP_SIGNALS:
             self.begin_shutdown()
@@ -159,6 +167,10 @@ class Supervisor:
             if pid in self.slots:
                 self.worker_exited(pid, status)
         now = time.monotonic()
+        for slot, (when, old, reason) in list(self.respawn.items()):
+            if now >= when and not self.stopping:
+                del self.respawn[slot]
+                self.reporter.restart(slot, old, self.spawn(slot), reason)
         if now >= self.kill_at:
             for pid in self.slots:
                 _kill(pid, signal.SIGKILL)
@@ -174,6 +186,7 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        self.respawn.clear()
         self.listener.close()  # our copy; workers close theirs
         for pid in self.slots:
             _kill(pid, signal.SIGTERM)
@@ -190,12 +203,26 @@ class Supervisor:
             return
         self.restarted += 1
         reason = _describe_status(status)
-        print(
-            f"rawepoll serve: worker {slot} (pid {pid}) died ({reason}); restarting it",
-            file=sys.stderr,
-            flush=True,
+        delay = self._backoff(slot)
+        when = "at once" if delay == 0 else f"in {delay:g} s (it keeps dying young)"
+        sys.stderr.write(
+            f"rawepoll serve: worker {slot} (pid {pid}) died ({reason}); restarting it {when}\n"
         )
-        self.reporter.restart(slot, pid, self.spawn(slot), reason)
+        sys.stderr.flush()
+        if delay == 0:
+            self.reporter.restart(slot, pid, self.spawn(slot), reason)
+        else:
+            self.respawn[slot] = (time.monotonic() + delay, pid, reason)
+
+    def _backoff(self, slot: int) -> float:
+        """How long to wait before replacing ``slot``'s worker: nothing, unless it died
+        within a second of its birth twice in a row or more (a crash loop): then 0.1 s,
+        doubling to 5 s."""
+        young = time.monotonic() - self.born.get(slot, 0.0) < _QUICK_DEATH
+        deaths = self.quick_deaths[slot] = self.quick_deaths.get(slot, 0) + 1 if young else 0
+        if deaths <= 1:
+            return 0.0  # once is an accident (a kill, a bug reached once): replace it at once
+        return float(min(_BACKOFF_MOST, _BACKOFF_FIRST * 2 ** (deaths - 2)))
 
     def totals(self) -> dict[str, int]:
         """The live workers' counters plus what dead ones had counted."""

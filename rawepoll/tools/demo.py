@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import resource
 import select
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Final
 
 from rawepoll._cli import positive_int
 from rawepoll.epoll import Epoll
 from rawepoll.events import EventArray
 from rawepoll.tools.loadgen import run_load
+from rawepoll.tools.serverproc import ServerError, ServerProcess
 from rawepoll.unix import EPOLLIN
 
 DESCRIPTION = (
@@ -43,6 +43,8 @@ DESCRIPTION = (
     "(3) rawepoll compare --quick, its table printed and its plots written to --out. "
     "Exits 1 if anything was lost or differed."
 )
+
+SERVER_STOP_S: Final = 60.0  # SIGTERM to exit: the drain of the server step
 
 
 def _connections(count: int) -> tuple[list[socket.socket], list[socket.socket]]:
@@ -278,22 +280,17 @@ def _binding_step(wanted: int, rounds: int) -> bool:
 
 
 def _server_step(conns: int, duration: float) -> bool:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rawepoll", "serve", "--port", "0", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        print(line.rstrip())
-        match = re.search(r"listening on (\S+):(\d+) \(", line)
-        if match is None:
-            print("rawepoll demo: the server did not start", file=sys.stderr)
-            return False
+        server = ServerProcess.serve(
+            "--port", "0", "--workers", "2", capture=False, stop_bound=SERVER_STOP_S
+        )
+    except ServerError as error:
+        print(f"rawepoll demo: the server did not start: {error}", file=sys.stderr)
+        return False
+    with server:  # its own lines, listening and the exit summary, go to our stdout
         result = run_load(
-            host=match.group(1),
-            port=int(match.group(2)),
+            host=server.host,
+            port=server.port,
             conns=conns,
             size=64,
             duration=duration,
@@ -304,21 +301,17 @@ def _server_step(conns: int, duration: float) -> bool:
             f"rawepoll bench: {result.established}/{conns} connections, "
             f"{result.messages:,} messages verified, {result.msgs_per_s:,.0f} msg/s, "
             f"p50 {result.p50_us:.0f} us, "
-            f"p99 {result.p99_us:.0f} us, errors {result.errors}, mismatches {result.mismatches}"
+            f"p99 {result.p99_us:.0f} us, errors {result.errors}, mismatches {result.mismatches}",
+            flush=True,  # before the server's exit summary
         )
-        server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=60)
-        for summary in out.splitlines():
-            print(summary)
-        clean = server.returncode == 0
-        print(f"server drained and exited with status {server.returncode}")
-        return (
-            clean and result.errors == 0 and result.mismatches == 0 and result.established == conns
-        )
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
+        stopped = server.stop()
+    print(f"server drained and exited with status {stopped.returncode}")
+    return (
+        stopped.clean
+        and result.errors == 0
+        and result.mismatches == 0
+        and result.established == conns
+    )
 
 
 def _compare_step(out: str) -> bool:

@@ -9,7 +9,7 @@ last.  Nothing parses the human lines.
 
 What the helper guarantees:
 
-* **bounded waits** -- :meth:`ServerProcess.start` fails with
+* **bounded waits** -- starting a :class:`ServerProcess` fails with
   :class:`ServerError` if no ``ready`` event comes within its bound, or the
   child exits first (with the tail of its stderr);
 * **nothing left behind** -- the child runs in a session of its own, and
@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
 
 __all__ = [
     "Ready",
@@ -56,6 +56,7 @@ STOP_BOUND: Final = 30.0  # SIGTERM to exit
 KILL_BOUND: Final = 5.0  # SIGKILL to reaped
 
 Event = dict[str, Any]
+_Self = TypeVar("_Self", bound="ServerProcess")  # a subclass enters as itself
 
 
 class ServerError(RuntimeError):
@@ -161,9 +162,9 @@ class _Output:
 class ServerProcess:
     """A running server child that speaks ``--status-fd``; see the module docstring.
 
-    Use :meth:`start` (any command) or :meth:`serve` (``rawepoll serve ARGS``);
+    Construct it with any command, or use :meth:`serve` (``rawepoll serve ARGS``);
     both return once the ``ready`` event arrived.  A context manager: leaving
-    the block stops the server.
+    the block stops the server and releases its captured output.
     """
 
     def __init__(
@@ -175,9 +176,11 @@ class ServerProcess:
         capture: bool = True,
         cpu: int | None = None,
         start_bound: float = START_BOUND,
+        stop_bound: float = STOP_BOUND,
         name: str | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.stop_bound = stop_bound  # stop()'s default, and the context manager's
         self.name = name or " ".join(self.argv[1:4])
         self.output = _Output(capture)
         self.events: list[Event] = []  # every event read so far, in order
@@ -213,7 +216,7 @@ class ServerProcess:
                 raise ServerError(self._why_not("ready", start_bound))
             self.ready = Ready.from_event(event)
         except BaseException:
-            self.kill()
+            self.close()  # the caller gets no object to close
             raise
 
     @classmethod
@@ -324,8 +327,13 @@ class ServerProcess:
             raise ServerError(f"{self.name} died ({self.proc.returncode}){self.tail()}")
 
     def _why_not(self, kind: str, bound: float) -> str:
+        if self._status < 0:  # the stream ended: the server is exiting (or closed it)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(KILL_BOUND)  # its descriptors close before it can be reaped
         if self.proc.poll() is not None:
             return f"{self.name} exited ({self.proc.returncode}) before '{kind}'{self.tail()}"
+        if self._status < 0:
+            return f"{self.name}: its status stream ended before '{kind}'{self.tail()}"
         return f"{self.name}: no '{kind}' event within {bound:g} s{self.tail()}"
 
     # -- stopping ----------------------------------------------------------
@@ -336,16 +344,20 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signum)
 
-    def stop(self, bound: float = STOP_BOUND) -> Stopped:
+    def stop(self, bound: float | None = None) -> Stopped:
         """SIGTERM, a graceful drain of at most ``bound`` s, then SIGKILL of the group.
 
+        ``bound`` defaults to the ``stop_bound`` the server was started with.
         Returns the exit status and the ``exit`` event (None if the server was
         killed or never sent one).
         """
+        bound = self.stop_bound if bound is None else bound
         self.signal(signal.SIGTERM)
+        # The exit event comes before the exit: wait for it, reading the status pipe as
+        # it fills (a server never blocks on it for long, but a full pipe would delay it).
+        exit_event = self.wait_event("exit", bound)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(bound)
-        exit_event = self.wait_event("exit", 0.0 if self.proc.poll() is None else KILL_BOUND)
+            self.proc.wait(KILL_BOUND if exit_event is not None else 0.0)
         self.kill()
         return Stopped(self.proc.returncode, exit_event)
 
@@ -367,7 +379,7 @@ class ServerProcess:
         self.kill()
         self.output.close()
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

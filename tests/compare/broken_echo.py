@@ -2,8 +2,9 @@
 
 Its first connection -- the comparison's priming one -- is echoed faithfully;
 on every later connection the last byte of each chunk echoed is flipped.  Run
-as a script with ``--host`` and ``--port 0``, like every contender; prints
-``listening on HOST:PORT``; exits on SIGTERM.  A comparison that measures it
+as a script with ``--host``, ``--port 0`` and ``--status-fd N``, like every
+contender; announces itself like every peer (the ``ready`` event on ``N``,
+``listening on HOST:PORT`` on stdout); exits on SIGTERM.  A comparison that measures it
 must catch the corruption in its measured traffic and fail.
 """
 
@@ -24,7 +25,7 @@ def main() -> int:
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
-    announce(listener)
+    announce(listener, args.status_fd)
     faithful: socket.socket | None = None
     while True:
         for key, _ in selector.select():

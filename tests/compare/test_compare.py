@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rawepoll.tools.compare import memory
+from rawepoll.tools.compare.servers import Contender, Server, ServerError
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("scaling", "binding", "echo", "memory")
@@ -130,6 +131,14 @@ def test_a_server_that_corrupts_fails_the_run(
     failure = payload[section]["failures"]["broken"]
     assert "first connection" not in failure  # caught in the measured traffic, not priming
     assert ("mismatch" if section == "echo" else "echoed") in failure
+
+
+@pytest.mark.timeout(60)
+def test_a_contender_that_never_announces_does_not_start() -> None:
+    """No ``ready`` event: a ServerError naming it, with its last words, and nothing left."""
+    mute = Contender("mute", ("-c", "import sys; sys.exit('bound nothing')"), "selectors")
+    with pytest.raises(ServerError, match=r"(?s)mute exited \(1\) before 'ready'.*bound nothing"):
+        Server(mute, timeout=30)
 
 
 def test_help_names_every_section() -> None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import re
-import select
-import signal
 import socket
-import subprocess
 import sys
 import time
 
 import pytest
 
+from rawepoll.tools.serverproc import ServerProcess
+
 BOUND = 20.0  # start-up, one echo, shutdown: each well within this
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 PEERS = [
     "selectors_echo",
@@ -30,12 +27,15 @@ PEERS = [
 ]
 
 
-def read_line(process: subprocess.Popen[str]) -> str:
-    """The first stdout line, within BOUND."""
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], BOUND)
-    assert ready, "no listening line"
-    return process.stdout.readline()
+def start(peer: str, env: dict[str, str]) -> ServerProcess:
+    """The peer on a free port, once its ``ready`` event came (within BOUND)."""
+    return ServerProcess(
+        [sys.executable, "-m", f"rawepoll.tools.compare.peers.{peer}", "--port", "0"],
+        env=env,
+        start_bound=BOUND,
+        stop_bound=BOUND,
+        name=peer,
+    )
 
 
 def echo(address: tuple[str, int], message: bytes) -> bytes:
@@ -52,43 +52,24 @@ def echo(address: tuple[str, int], message: bytes) -> bytes:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("peer", PEERS)
 def test_peer_echoes_and_stops_cleanly(peer: str, tagged_env: dict[str, str]) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"rawepoll.tools.compare.peers.{peer}", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=tagged_env,
-    )
-    try:
-        match = LISTENING.search(read_line(process))
-        assert match, "the first line names the address"
-        address = (match[1], int(match[2]))
+    with start(peer, tagged_env) as server:
+        assert server.ready.family == "inet"
+        assert server.ready.pid == server.pid
+        address = (server.host, server.port)
+        assert f"listening on {server.host}:{server.port}" in server.stdout()  # for people
         message = random.Random(peer).randbytes(300_000)  # more than one socket buffer
         assert echo(address, message) == message
         assert echo(address, b"x") == b"x"  # and the server still serves
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=BOUND)
-        assert process.returncode == 0, stderr
-        assert stderr == ""
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stopped = server.stop()
+        assert stopped.returncode == 0, server.stderr()
+        assert server.stderr() == ""
 
 
 @pytest.mark.timeout(60)
 def test_peer_serves_connections_side_by_side(tagged_env: dict[str, str]) -> None:
     """Two clients at once on the selectors peer, each gets its own bytes back."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rawepoll.tools.compare.peers.selectors_echo", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=tagged_env,
-    )
-    try:
-        match = LISTENING.search(read_line(process))
-        assert match
-        address = (match[1], int(match[2]))
+    with start("selectors_echo", tagged_env) as server:
+        address = (server.host, server.port)
         a = socket.create_connection(address, timeout=BOUND)
         b = socket.create_connection(address, timeout=BOUND)
         with a, b:
@@ -102,10 +83,4 @@ def test_peer_serves_connections_side_by_side(tagged_env: dict[str, str]) -> Non
                 if len(got_b) < 6:
                     got_b += b.recv(6 - len(got_b))
             assert (got_a, got_b) == (b"from a", b"from b")
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=BOUND)
-        assert process.returncode == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        assert server.stop().returncode == 0

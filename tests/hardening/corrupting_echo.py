@@ -1,30 +1,40 @@
 """A deliberately broken echo server, for proving that the hardening checks can fail.
 
-``python corrupting_echo.py flip`` echoes every connection faithfully except one
-byte: the byte at stream offset 1000 comes back with its bits inverted.
-``python corrupting_echo.py close`` echoes the first 1000 bytes of every
-connection, then closes it.  Either way the server listens on a free port of
-127.0.0.1, prints ``listening on 127.0.0.1:PORT`` and exits on SIGTERM.
+``python corrupting_echo.py flip --status-fd N`` echoes every connection
+faithfully except one byte: the byte at stream offset 1000 comes back with its
+bits inverted.  ``python corrupting_echo.py close --status-fd N`` echoes the
+first 1000 bytes of every connection, then closes it.  Either way the server
+listens on a free port of 127.0.0.1, announces itself on descriptor N as
+``rawepoll serve --status-fd N`` does (a ``ready`` event, so that
+:class:`rawepoll.tools.serverproc.ServerProcess` can start it) and exits on
+SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import selectors
 import signal
 import socket
 import sys
 
+from rawepoll.tools.serverproc import write_ready
+
 OFFSET = 1000
 
 
 def main() -> int:
-    how = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("how", choices=("flip", "close"))
+    parser.add_argument("--status-fd", type=int, default=None)
+    args = parser.parse_args()
+    how = args.how
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
-    print(f"listening on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    write_ready(args.status_fd, listener)
     seen: dict[socket.socket, int] = {}
     while True:
         for key, _ in selector.select():

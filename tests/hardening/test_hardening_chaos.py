@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hardening_runs import run_tool
+from support.tools import run_tool
 
 
 @pytest.mark.timeout(120)

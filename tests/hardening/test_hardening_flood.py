@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hardening_runs import run_tool
+from support.tools import run_tool
 
 SMALL = (
     *("--phase", "1.5", "--served", "5", "--pause", "0.02"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hardening_runs import corrupting_command, run_tool
+from support.tools import corrupting_command, run_tool
 
 ENDINGS = ("completed", "reset", "lost", "failed", "mismatched")
 SHORT = (

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from .conftest import SIZE, BrokenServer, Mangle, bench
+from support.loadgen import SIZE, BrokenServer, Mangle, bench
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,20 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+from support.loadgen import EchoServer, start_server, stop_server
 
 from rawepoll.tools.loadgen.plan import Plan
+from rawepoll.tools.loadgen.spec import LoadSpec
 from rawepoll.tools.loadgen.workers import Holding, prepare
-
-from .conftest import EchoServer, start_server, stop_server
 
 CONNS = 20
 
 
 def _plan(port: int, procs: int = 2) -> Plan:
-    return prepare(
-        host="127.0.0.1", port=port, unix=None, conns=CONNS, size=64, duration=10.0,
-        messages=None, pipeline=1, procs=procs, source_addrs=None, cpus=None, timeout=None,
-    )  # fmt: skip
+    return prepare(LoadSpec(port=port, conns=CONNS, size=64, duration=10.0, procs=procs))
 
 
 @pytest.mark.timeout(120)
@@ -64,7 +61,7 @@ def test_paced_round_waits_between_echoes(live_server: EchoServer) -> None:
 @pytest.mark.timeout(120)
 def test_held_connections_see_a_server_going_away(tmp_path: Path) -> None:
     """A held connection that the server closes counts as an error in the release report."""
-    server = start_server(tmp_path, "--port", "0")
+    server = start_server(tmp_path, "--port", "0", "--drain-timeout", "0.5")
     try:
         assert server.port is not None
         with Holding(_plan(server.port)) as held:

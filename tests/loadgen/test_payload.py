@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rawepoll.tools.loadgen.payload import HEADER, Payloads, describe_mismatch, first_difference
+from rawepoll.tools.loadgen.payload import HEADER, Payloads, first_difference
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,7 +62,7 @@ def test_describe_a_changed_byte() -> None:
     want = payloads.message(7, 3)
     got = bytearray(want)
     got[40] ^= 1
-    sentence = describe_mismatch(bytes(got), want, conn=7, seq=3, into=0, size=64)
+    sentence = payloads.describe_mismatch(bytes(got), want, conn=7, seq=3, into=0)
     assert sentence.startswith("connection 7: message 3 differs at byte 40 of 64")
 
 
@@ -72,18 +72,18 @@ def test_describe_a_mismatch_in_a_later_message() -> None:
     stream = payloads.messages(1, 4, 3)
     got = bytearray(stream[10:])  # 10 bytes of message 4 were verified before
     got[20] ^= 0xFF  # stream byte 30: message 5, byte 14
-    sentence = describe_mismatch(bytes(got), stream[10:], conn=1, seq=4, into=10, size=16)
+    sentence = payloads.describe_mismatch(bytes(got), stream[10:], conn=1, seq=4, into=10)
     assert "message 5 differs at byte 14 of 16" in sentence
 
 
 def test_describe_cross_talk_names_the_sender() -> None:
     payloads = Payloads(64)
-    sentence = describe_mismatch(
-        payloads.message(9, 2), payloads.message(4, 2), conn=4, seq=2, into=0, size=64
+    sentence = payloads.describe_mismatch(
+        payloads.message(9, 2), payloads.message(4, 2), conn=4, seq=2, into=0
     )
     assert "its header says connection 9, message 2" in sentence
 
 
 def test_describe_extra_bytes() -> None:
-    sentence = describe_mismatch(b"!", b"", conn=2, seq=6, into=0, size=8)
+    sentence = Payloads(8).describe_mismatch(b"!", b"", conn=2, seq=6, into=0)
     assert sentence == "connection 2: more bytes arrived than were sent (after message 5)"

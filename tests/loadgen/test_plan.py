@@ -8,30 +8,15 @@ from typing import Any
 
 import pytest
 
-from rawepoll.tools.loadgen.plan import FD_RESERVE, make_plan, parse_cpus, parse_sources
+from rawepoll.tools.loadgen.plan import FD_RESERVE, Plan, make_plan, parse_cpus, parse_sources
+from rawepoll.tools.loadgen.spec import LoadSpec
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def plan(**changes: Any) -> Any:
-    arguments: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 8080,
-        "unix": None,
-        "conns": 100,
-        "size": 64,
-        "duration": 10.0,
-        "messages": None,
-        "pipeline": 1,
-        "procs": 1,
-        "source_addrs": None,
-        "cpus": None,
-        "timeout": None,
-        "fd_limit": 20000,
-        "ports": 28232,
-    }
-    arguments.update(changes)
-    return make_plan(**arguments)
+def plan(*, fd_limit: int = 20000, ports: int = 28232, **changes: Any) -> Plan:
+    """A plan of ``LoadSpec(**changes)`` (its defaults otherwise) on a machine with these limits."""
+    return make_plan(LoadSpec(**changes), fd_limit=fd_limit, ports=ports)
 
 
 def test_sources_range_and_list() -> None:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from .conftest import LISTEN_RE, MODES, Server, echo_all, run_serve
+from support.clients import echo_all
+from support.servers import LISTEN_RE, MODES, Server, run_serve
 
 
 def ipv6_loopback_works() -> bool:
@@ -34,9 +34,9 @@ def some_messages() -> list[bytes]:
 def test_ipv6_loopback(server: Callable[..., Server], mode: str) -> None:
     srv = server("--host", "::1", "--mode", mode)
     assert (srv.host, srv.family) == ("::1", socket.AF_INET6)
-    assert f"[::1]:{srv.port}" in srv.listening_line
+    assert srv.ready.address == f"[::1]:{srv.port}"
     echo_all(srv, some_messages(), half_close=True)
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -48,7 +48,7 @@ def test_unix_socket(server: Callable[..., Server], tmp_path: Path, mode: str) -
     assert stat.S_ISSOCK(path.stat().st_mode)
     echo_all(srv, some_messages(), half_close=True)
     echo_all(srv, some_messages(), half_close=False)
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
     assert not path.exists(), "socket file left behind"
 
 
@@ -60,7 +60,7 @@ def test_unix_socket_stale_file_is_replaced(server: Callable[..., Server], tmp_p
     assert path.exists()
     srv = server("--unix", str(path))
     echo_all(srv, [b"fresh\n"])
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
     assert not path.exists()
 
 
@@ -68,9 +68,9 @@ def test_unix_socket_stale_file_is_replaced(server: Callable[..., Server], tmp_p
 def test_unix_socket_with_workers(server: Callable[..., Server], tmp_path: Path) -> None:
     path = tmp_path / "workers.sock"
     srv = server("--unix", str(path), "--workers", "2")
-    assert srv.workers == 2
+    assert len(srv.ready.workers) == 2
     echo_all(srv, [os.urandom(100_000) for _ in range(10)])
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
     assert not path.exists()
 
 

@@ -16,15 +16,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-
-from .conftest import (
-    MODES,
-    Server,
-    echo_all,
-    first_difference,
-    read_until_closed,
-    status_bytes,
-)
+from support.clients import echo_all, first_difference, read_until_closed
+from support.proc import status_bytes
+from support.servers import MODES, Server
 
 MB = 1 << 20
 STALL_WAIT = 1.0  # no writability for this long = the client can no longer make progress
@@ -105,7 +99,7 @@ def test_unread_64mb_keeps_server_memory_bounded(server: Callable[..., Server], 
     assert read_until_closed(sock) == (b"", "eof")
     sock.close()
     assert status_bytes(srv.pid, "VmHWM") - hwm_before < 32 * MB
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -129,7 +123,7 @@ def test_half_close_while_reading_is_paused(server: Callable[..., Server], mode:
     if data != view[:sent]:
         at = first_difference(data, bytes(view[:sent]))
         raise AssertionError(f"sent {sent} bytes, got {len(data)} back, first difference at {at}")
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -140,4 +134,4 @@ def test_tiny_water_marks_still_echo_everything(server: Callable[..., Server], m
     messages = [os.urandom(size) for size in (0, 1, 4095, 4096, 4097, 300_000, 2 * MB)]
     cuts = [sorted({len(m) // 3, len(m)}) for m in messages]
     echo_all(srv, messages, cuts=cuts, half_close=True, bound=80)
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()

@@ -1,7 +1,8 @@
 """How workers share a listener: ``--balance rotate`` (default) against ``--balance fill``.
 
 Sequential connections are the telling case: between two of them there is
-always an idle worker to wake.  With rotation a worker moves to the back of
+always an idle worker to wake (the test waits until every worker sleeps in
+``epoll_wait`` before it connects again).  With rotation a worker moves to the back of
 the listener's queue after each accept, so three workers take turns; with
 ``fill`` the first idle worker takes them all while it keeps up.  The
 assertions are about shares, with wide margins: a connection may go elsewhere
@@ -10,32 +11,34 @@ when its worker happens to be busy at that instant.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
-
-from .conftest import Server, roundtrip, run_serve
+from support.clients import roundtrip
+from support.proc import in_epoll_wait, wait_until
+from support.servers import Server, run_serve
 
 CONNS = 150
 WORKERS = 3
 
 
 def _spread(server: Server) -> list[int]:
+    workers = server.ready.workers
     clients = []
     for _ in range(CONNS):
+        # Every worker back in epoll_wait: the policy alone picks the next one, not
+        # which worker a busy machine happened to leave off the CPU.
+        wait_until(
+            lambda: all(in_epoll_wait(pid, pid) for pid in workers),
+            "every worker idle in epoll_wait",
+            pace=0.001,
+        )
         client = server.connect()
         roundtrip(client, b"x")  # accepted and served before the next one comes
         clients.append(client)
 
-    def counted(line: str) -> bool:
-        found = re.search(r"per_worker_open=([\d,]+)", line)
-        return bool(found) and sum(map(int, found.group(1).split(","))) == CONNS
-
-    line = server.wait_stdout(counted, bound=30)
-    found = re.search(r"per_worker_open=([\d,]+)", line)
-    assert found is not None
-    return [int(count) for count in found.group(1).split(",")]
+    status = server.status(lambda event: sum(event["per_worker_open"]) == CONNS, bound=30)
+    return [int(count) for count in status["per_worker_open"]]
 
 
 @pytest.mark.timeout(120)

@@ -1,7 +1,8 @@
 """Starting, reporting, draining and stopping; workers and their replacement; the CLI.
 
-Every wait is on an event: the listening line, bytes received, ECONNREFUSED,
-process exit, or the supervisor's ``/proc`` children polled with a bound.
+Every wait is on an event: the server's ``ready``, ``status``, ``restart`` and
+``exit`` events, bytes received, ECONNREFUSED, process exit, or a ``/proc``
+reading polled with a bound.
 """
 
 from __future__ import annotations
@@ -15,23 +16,16 @@ import time
 from collections.abc import Callable
 
 import pytest
-
-from .conftest import (
+from support.clients import EchoClients, echo_all, read_until_closed, roundtrip
+from support.proc import children, server_side_inode, socket_inodes, wait_until
+from support.servers import (
     LISTEN_RE,
     MODES,
     STATUS_PREFIX,
     SUMMARY_PREFIX,
-    EchoClients,
     Server,
-    children,
-    echo_all,
     fields,
-    read_until_closed,
-    roundtrip,
     run_serve,
-    server_side_inode,
-    socket_inodes,
-    wait_until,
 )
 
 REFUSAL_BOUND = 20.0
@@ -71,58 +65,79 @@ def wait_refused(srv: Server, keep_busy: Callable[[], None] | None = None) -> in
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.timeout(60)
 def test_listening_line_and_summary(server: Callable[..., Server], mode: str) -> None:
+    """The human lines say what the events say: one listening line, one exit line."""
     srv = server("--mode", mode)
-    assert (srv.host, srv.mode, srv.workers, srv.pid) == ("127.0.0.1", mode, 1, srv.proc.pid)
-    assert srv.port is not None and srv.port > 0
-    assert "1 worker," in srv.listening_line
-    assert srv.stop() == 0, srv.describe()
-    summary = srv.summary()
+    ready = srv.ready
+    assert (ready.host, ready.mode, ready.workers) == ("127.0.0.1", mode, (srv.proc.pid,))
+    assert ready.pid == srv.proc.pid and srv.port > 0
+    stopped = srv.stop()
+    assert stopped.clean, srv.describe()
     for key in ("accepted", "closed", "refused", "bytes_in", "bytes_out"):
-        assert summary[key] == "0", srv.describe()
-    listening = [line for line in srv.stdout_lines if LISTEN_RE.search(line)]
+        assert stopped.counters[key] == 0, srv.describe()
+    listening = [found for line in srv.stdout_lines if (found := LISTEN_RE.search(line))]
     assert len(listening) == 1, srv.describe()
+    [line] = listening
+    assert (line["host"], line["port"], line["mode"], line["pid"]) == (
+        "127.0.0.1",
+        str(srv.port),
+        mode,
+        str(srv.proc.pid),
+    )
+    assert "1 worker," in line.string
+    summaries = [fields(line) for line in srv.stdout_lines if line.startswith(SUMMARY_PREFIX)]
+    assert len(summaries) == 1, srv.describe()
+    assert {key: int(value) for key, value in summaries[0].items() if key in stopped.counters} == (
+        stopped.counters
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.timeout(90)
-def test_sigterm_right_after_the_listening_line(
-    server: Callable[..., Server], workers: int
-) -> None:
-    """The listening line is the moment to rely on: a SIGTERM from then on is graceful."""
+def test_sigterm_right_after_ready(server: Callable[..., Server], workers: int) -> None:
+    """The ready event is the moment to rely on: a SIGTERM from then on is graceful."""
     for _ in range(5):
         srv = server("--workers", str(workers))
-        assert srv.stop() == 0, srv.describe()
-        assert srv.summary()["accepted"] == "0", srv.describe()
+        stopped = srv.stop()
+        assert stopped.clean, srv.describe()
+        assert stopped.counters["accepted"] == 0, srv.describe()
 
 
 @pytest.mark.timeout(60)
 def test_summary_counts_the_traffic(server: Callable[..., Server]) -> None:
     srv = server()
     echo_all(srv, [os.urandom(100_000) for _ in range(4)], half_close=True)
-    assert srv.stop() == 0, srv.describe()
-    summary = srv.summary()
-    assert {k: summary[k] for k in ("accepted", "closed", "refused")} == {
-        "accepted": "4",
-        "closed": "4",
-        "refused": "0",
+    stopped = srv.stop()
+    assert stopped.clean, srv.describe()
+    counters = stopped.counters
+    assert {k: counters[k] for k in ("accepted", "closed", "refused")} == {
+        "accepted": 4,
+        "closed": 4,
+        "refused": 0,
     }, srv.describe()
-    assert (summary["bytes_in"], summary["bytes_out"]) == ("400000", "400000"), srv.describe()
+    assert (counters["bytes_in"], counters["bytes_out"]) == (400000, 400000), srv.describe()
 
 
 @pytest.mark.timeout(60)
 def test_stats_interval_prints_status_lines(server: Callable[..., Server]) -> None:
+    """Every --stats-interval: a status event, and a status line that says the same."""
     srv = server("--stats-interval", "0.2")
     sock = srv.connect()
     roundtrip(sock, b"x" * 1000)
-    line = srv.wait_stdout(
-        lambda text: text.startswith(STATUS_PREFIX) and "open=1" in text.split(), bound=20
-    )
-    status = fields(line)
+    event = srv.status(lambda event: event["counters"]["open"] == 1)
+    assert event["counters"]["bytes_in"] >= 1000, event
+    # The line is printed before its event is sent.
+    lines = [
+        line
+        for line in srv.stdout_lines
+        if line.startswith(STATUS_PREFIX) and "open=1" in line.split()
+    ]
+    assert lines, srv.describe()
+    status = fields(lines[-1])
     for key in ("accepted", "closed", "refused", "bytes_in", "bytes_out", "open"):
-        assert status[key].isdigit(), line
-    assert int(status["bytes_in"]) >= 1000, line
+        assert status[key].isdigit(), lines[-1]
+    assert int(status["bytes_in"]) >= 1000, lines[-1]
     sock.close()
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 # ---------------------------------------------------------------- graceful shutdown
@@ -135,21 +150,20 @@ def test_sigterm_with_traffic_in_flight(
 ) -> None:
     """Clients mid-transfer at SIGTERM finish their messages and get every byte back."""
     srv = server("--mode", mode, "--workers", str(workers))
-    if workers > 1:
-        wait_until(lambda: len(children(srv.pid)) == workers, "workers started")
+    assert len(srv.ready.workers) == workers
     messages = [os.urandom(3 << 20) for _ in range(8)]
     cuts = [list(range(32768, len(m) + 1, 32768)) for m in messages]
     with EchoClients(srv, messages, cuts=cuts, half_close=True, window=1 << 18) as clients:
         clients.run(until=lambda: all(p.received for p in clients.peers), bound=60)
         assert not all(p.sent == len(p.message) for p in clients.peers), "not in flight"
-        srv.send_signal(signal.SIGTERM)
+        srv.signal(signal.SIGTERM)
         wait_refused(srv, keep_busy=lambda: clients.pump(0.02))
         clients.run(bound=90)
         clients.verify()
     assert srv.wait_exit() == 0, srv.describe()
-    summary = srv.summary()
+    summary = srv.exit_counters()
     assert summary["closed"] == summary["accepted"], srv.describe()
-    assert summary["bytes_in"] == summary["bytes_out"] == str(8 * (3 << 20)), srv.describe()
+    assert summary["bytes_in"] == summary["bytes_out"] == 8 * (3 << 20), srv.describe()
 
 
 @pytest.mark.timeout(60)
@@ -157,7 +171,7 @@ def test_sigint_drains_like_sigterm(server: Callable[..., Server]) -> None:
     srv = server()
     sock = srv.connect()
     roundtrip(sock, b"before\n")
-    srv.send_signal(signal.SIGINT)
+    srv.signal(signal.SIGINT)
     probes = wait_refused(srv)
     roundtrip(sock, b"after the signal, still served\n")
     sock.shutdown(socket.SHUT_WR)
@@ -165,8 +179,8 @@ def test_sigint_drains_like_sigterm(server: Callable[..., Server]) -> None:
     sock.close()
     assert srv.wait_exit() == 0, srv.describe()
     assert "Traceback" not in "\n".join(srv.stderr_lines), srv.describe()
-    summary = srv.summary()
-    assert 1 <= int(summary["accepted"]) <= 1 + probes, srv.describe()
+    summary = srv.exit_counters()
+    assert 1 <= summary["accepted"] <= 1 + probes, srv.describe()
     assert summary["closed"] == summary["accepted"], srv.describe()
 
 
@@ -175,12 +189,12 @@ def test_drain_timeout_ends_a_connection_that_never_closes(server: Callable[...,
     srv = server("--drain-timeout", "1")
     sock = srv.connect()
     roundtrip(sock, b"hello\n")
-    srv.send_signal(signal.SIGTERM)
+    srv.signal(signal.SIGTERM)
     assert srv.wait_exit() == 0, srv.describe()
     data, how = read_until_closed(sock, bound=10)
     assert data == b"" and how in ("eof", "reset")
     sock.close()
-    assert any(line.startswith(SUMMARY_PREFIX) for line in srv.stdout_lines), srv.describe()
+    assert srv.exit_event()["clean"], srv.describe()
 
 
 # ---------------------------------------------------------------- workers
@@ -201,9 +215,9 @@ def owners(clients: list[socket.socket], workers: set[int]) -> dict[int, int]:
 @pytest.mark.timeout(90)
 def test_sigkill_of_a_worker_is_replaced(server: Callable[..., Server]) -> None:
     srv = server("--workers", "3")
-    assert srv.workers == 3 and srv.pid == srv.proc.pid
-    wait_until(lambda: len(children(srv.pid)) == 3, "3 workers started")
-    workers = children(srv.pid)
+    workers = set(srv.ready.workers)
+    assert len(workers) == 3 and srv.ready.pid == srv.proc.pid
+    assert children(srv.pid) == workers, srv.describe()
 
     clients = [srv.connect() for _ in range(12)]
     for i, sock in enumerate(clients):
@@ -212,12 +226,10 @@ def test_sigkill_of_a_worker_is_replaced(server: Callable[..., Server]) -> None:
     victim = min(workers, key=lambda w: sum(1 for o in owner.values() if o == w))
 
     os.kill(victim, signal.SIGKILL)
-    wait_until(
-        lambda: len(children(srv.pid)) == 3 and victim not in children(srv.pid),
-        "a replacement worker",
-    )
-    replacement = children(srv.pid) - workers
-    assert len(replacement) == 1, (workers, children(srv.pid))
+    replacement = srv.restart_of(victim)["new_pid"]  # sent once the new worker is forked
+    assert replacement not in workers
+    assert children(srv.pid) == workers - {victim} | {replacement}, srv.describe()
+    assert set(srv.worker_pids) == children(srv.pid)
 
     for i, sock in enumerate(clients):
         if owner[i] == victim:  # the kernel closed them with the worker
@@ -230,18 +242,20 @@ def test_sigkill_of_a_worker_is_replaced(server: Callable[..., Server]) -> None:
         sock.close()
     for sock in clients:
         sock.close()
-    assert srv.stop() == 0, srv.describe()
+    stopped = srv.stop()
+    assert stopped.clean and stopped.exit is not None, srv.describe()
+    assert stopped.exit["restarted"] == 1, srv.describe()
     wait_until(lambda: not children(srv.pid), "workers gone", bound=5)
 
 
 @pytest.mark.timeout(60)
 def test_workers_auto(server: Callable[..., Server]) -> None:
     srv = server("--workers", "auto")
-    assert srv.workers >= 1
-    if srv.workers > 1:
-        wait_until(lambda: len(children(srv.pid)) == srv.workers, "auto workers started")
+    assert len(srv.ready.workers) >= 1
+    if len(srv.ready.workers) > 1:
+        assert children(srv.pid) == set(srv.ready.workers), srv.describe()
     echo_all(srv, [os.urandom(10_000) for _ in range(8)])
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 # ---------------------------------------------------------------- the command line

@@ -13,22 +13,16 @@ import time
 from collections.abc import Callable
 
 import pytest
-
-from .conftest import (
-    MODES,
-    Server,
-    accept_queue,
-    children,
-    cpu_seconds,
+from support.clients import (
     echo_all,
-    fd_count,
     read_until_closed,
     recv_exactly,
     roundtrip,
     rst_close,
     send_until_blocked,
-    wait_until,
 )
+from support.proc import accept_queue, children, cpu_seconds, fd_count, wait_until
+from support.servers import MODES, Server
 
 
 def settle(sock: socket.socket, tag: bytes) -> str | None:
@@ -113,7 +107,7 @@ def test_emfile_backs_off_without_spinning_and_recovers(
     fresh = srv.connect()
     roundtrip(fresh, b"recovered\n")
     fresh.close()
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 # ---------------------------------------------------------------- --max-conns
@@ -145,8 +139,8 @@ def test_max_conns_closes_the_excess_and_counts_it(server: Callable[..., Server]
     for sock in [*held, newcomer]:
         sock.close()
 
-    assert srv.stop() == 0, srv.describe()
-    assert srv.summary()["refused"] == str(refused), srv.describe()
+    assert srv.stop().clean, srv.describe()
+    assert srv.exit_counters()["refused"] == refused, srv.describe()
 
 
 def test_full_workers_wait_without_spinning(server: Callable[..., Server]) -> None:
@@ -174,7 +168,7 @@ def test_full_workers_wait_without_spinning(server: Callable[..., Server]) -> No
     roundtrip(queued, b"served at last\n")
     for sock in [*held, queued]:
         sock.close()
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 # ---------------------------------------------------------------- --idle-timeout
@@ -205,7 +199,7 @@ def test_idle_timeout_closes_idle_but_not_active(server: Callable[..., Server]) 
         roundtrip(active, b"after %d round trips: %d\n" % (trips, i))
     for sock in (idle, silent, active):
         sock.close()
-    assert srv.stop() == 0, srv.describe()
+    assert srv.stop().clean, srv.describe()
 
 
 # ---------------------------------------------------------------- RST storms
@@ -241,6 +235,6 @@ def test_rst_storm_leaks_no_descriptors(server: Callable[..., Server], mode: str
     wait_until(lambda: fd_count(srv.pid) == baseline, "server fds back to baseline", bound=30)
     assert srv.proc.poll() is None, srv.describe()
     echo_all(srv, [os.urandom(50_000) for _ in range(5)])
-    assert srv.stop() == 0, srv.describe()
-    summary = srv.summary()
+    assert srv.stop().clean, srv.describe()
+    summary = srv.exit_counters()
     assert summary["accepted"] == summary["closed"], srv.describe()

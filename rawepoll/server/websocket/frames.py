@@ -192,7 +192,7 @@ def read_frame(
     if found is None:
         return None
     length, head = found
-    if length > max_size:
+    if length > max_size and first & 0x0F < CLOSE:  # a message's; control frames are <= 125
         raise FrameError(1009, f"a frame of {length} bytes, above the limit of {max_size}")
     key = b""
     if masked:

@@ -135,7 +135,13 @@ class WebSocket:
         return self._protocol.send_message(self.fd, self.generation, message)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake (no-op if it is gone or closing)."""
+        """Start the closing handshake (no-op if it is gone or closing).
+
+        Raises:
+            ValueError: ``code`` may not be sent (1000-1003, 1007-1014, 3000-4999 may).
+        """
+        if not frames.valid_close_code(code):
+            raise ValueError(f"close code {code} may not be sent")
         self._protocol.close_socket(self.fd, self.generation, code, reason)
 
     def subscribe(self, topic: str) -> bool:
@@ -204,6 +210,8 @@ class WebSocketProtocol:
         self.app = app
         self.options = options or WebSocketOptions()
         self.echo = type(app).on_message is WebSocketApp.on_message  # the inline fast path
+        # The inline path's largest read: one frame of at most 125 bytes -- and within the limit.
+        self.inline_most = 6 + min(125, self.options.max_message)
         self.hub: Any = None
         self.state = bytearray(0)
         self.unanswered = bytearray(0)  # the round of the oldest ping with no pong yet (0: none)
@@ -283,7 +291,7 @@ class WebSocketProtocol:
         the general path, frame by frame.
         """
         n = len(data)
-        if self.state[fd] != OPEN or not 6 <= n <= 131:
+        if self.state[fd] != OPEN or not 6 <= n <= self.inline_most:
             return self._general(bytes(data), fd)
         whole = _from_bytes(data, "little")  # header, key and payload: one integer
         head = whole & 0xFFFF  # an AND with a small int is a small int: no copy of the rest
@@ -424,8 +432,10 @@ class WebSocketProtocol:
         raise TypeError(f"on_message returned {type(reply).__name__}, not str, bytes or None")
 
     def _control(self, fd: int, opcode: int, payload: bytes) -> bytes | None:
-        if opcode == frames.PING:
-            return frames.encode(frames.PONG, payload) if self.state[fd] == OPEN else None
+        if opcode == frames.PING:  # answered until the client's close (RFC 6455 5.5.2)
+            return (
+                frames.encode(frames.PONG, payload) if self.state[fd] in (OPEN, CLOSING) else None
+            )
         if opcode == frames.PONG:
             self.unanswered[fd] = 0
             return None
@@ -438,10 +448,6 @@ class WebSocketProtocol:
             self._finish(fd)  # the closing handshake is complete
             return None
         return frames.close_frame(code, "")
-
-    def _fail(self, fd: int, error: FrameError) -> bytes | None:
-        """A protocol error found inline: the close frame with its code is the answer."""
-        return self._closing(fd, error.code, error.reason)
 
     # -- the handshake ---------------------------------------------------------
 

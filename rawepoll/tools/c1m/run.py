@@ -7,7 +7,9 @@ The sequence, every step bounded in time:
 2. **namespace** -- :func:`rawepoll.tools.c1m.netns.enter`;
 3. **server** -- ``rawepoll serve`` with as many workers as ``RLIMIT_NOFILE``
    requires (``ceil(conns / (limit - 32))``), one listener shared with
-   ``EPOLLEXCLUSIVE``, in a session of its own (the run stops it, not Ctrl-C);
+   ``EPOLLEXCLUSIVE``, in a session of its own (the run stops it, not Ctrl-C),
+   driven by :class:`rawepoll.tools.serverproc.ServerProcess`: its ``ready``
+   event gives the port, its ``exit`` event the counters;
 4. **baseline** -- ``active`` connections echo for ``baseline`` seconds with
    nothing else open, each sending ``rate`` messages a second (paced, so the
    machine is not saturated and latency is service time, not queueing):
@@ -24,6 +26,19 @@ The sequence, every step bounded in time:
    stray byte during the hold is an error) and close; the active set's
    baseline is measured once more (drift check); the server is stopped with
    SIGTERM and must exit cleanly.
+
+With ``protocol="websocket"`` the server speaks WebSocket (no heartbeat, a
+control socket), the held connections are subscribers of one topic, each
+upgraded and verified by one echo before it counts as established, and
+between steps 6 and 7 one message is published to all of them through the
+control socket: every one must receive it exactly once, and the delivery
+times are measured (:mod:`rawepoll.tools.c1m.websocket`).  The active set,
+if any, echoes over WebSocket too and is not subscribed.
+
+Each step is a function of its own (:func:`preflight`, then the private
+``_enter_namespace`` ... ``_hold``), reading what the steps share from one
+frozen ``_Run`` and returning its figures as a frozen record; :func:`run_c1m`
+calls them in order and ``_result`` turns the records into a :class:`C1MResult`.
 """
 
 from __future__ import annotations
@@ -31,25 +46,26 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Final
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Final
 
 from rawepoll.limits import SetLimit
 from rawepoll.server import FD_RESERVE as SERVER_FD_RESERVE
-from rawepoll.tools.c1m import measure, netns
+from rawepoll.tools.c1m import measure, netns, websocket
+from rawepoll.tools.c1m.websocket import BroadcastFigures
 from rawepoll.tools.loadgen import latency
 from rawepoll.tools.loadgen.display import Monitor
+from rawepoll.tools.loadgen.engine import Engine
 from rawepoll.tools.loadgen.plan import FD_RESERVE as LOAD_FD_RESERVE
 from rawepoll.tools.loadgen.plan import Plan, port_range
 from rawepoll.tools.loadgen.result import LoadResult
+from rawepoll.tools.loadgen.spec import LoadSpec
 from rawepoll.tools.loadgen.workers import Holding, prepare
+from rawepoll.tools.loadgen.wsholding import EchoedSubscribers
+from rawepoll.tools.serverproc import ServerProcess, Stopped
 
 __all__ = ["C1MConfig", "C1MResult", "ehash_buckets", "plan_processes", "run_c1m"]
 
@@ -59,8 +75,7 @@ SERVER_START_S: Final = 60.0
 SERVER_STOP_S: Final = 60.0
 SOURCE_FILL: Final = 4  # use at most 1/SOURCE_FILL of a source address's client ports
 HOST: Final = "127.0.0.1"
-_LISTENING = re.compile(r"listening on (\S+):(\d+) \(")
-_EXIT = re.compile(r"rawepoll serve: exit (.*)")
+PROTOCOLS: Final = ("tcp", "websocket")
 
 
 @dataclass
@@ -77,6 +92,8 @@ class C1MConfig:
     balance: str = "fill"
     ehash: int | None = None  # buckets of the namespace's own TCP hash table; None: 2 per conn
     keep_netns: str | None = None
+    protocol: str = "tcp"  # or "websocket": subscribers verified by an echo, then a broadcast
+    handler: str | None = None  # the server's --handler (MODULE:CLASS); None: its default
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting that makes no sense."""
@@ -94,6 +111,8 @@ class C1MConfig:
             raise ValueError(f"--mode must be lt or et, got {self.mode!r}")
         if self.balance not in ("fill", "rotate"):
             raise ValueError(f"--balance must be fill or rotate, got {self.balance!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be tcp or websocket, got {self.protocol!r}")
 
 
 @dataclass
@@ -136,6 +155,13 @@ class C1MResult:
     conntrack_entries: int | None
     sysctls: dict[str, str]
     problems: list[str] = field(default_factory=list)
+    protocol: str = "tcp"
+    broadcast: BroadcastFigures | None = None  # a WebSocket run's one broadcast to all
+
+    @property
+    def held(self) -> int:
+        """The connections held (every one but the active set's)."""
+        return self.conns - self.active
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -155,6 +181,7 @@ class C1MResult:
             and self.mismatches == 0
             and self.refused == 0
             and self.server_clean_exit
+            and (self.broadcast is None or self.broadcast.ok)
         )
 
 
@@ -196,6 +223,8 @@ def preflight(config: C1MConfig) -> None:
         raise PermissionError(reason)
     latency.require()
     measure.process_tree_memory(os.getpid())  # psutil present
+    if config.protocol == "websocket":
+        websocket.require()
     allocated, file_max = measure.file_handles()
     need = 2 * config.conns + FILE_HEADROOM
     if allocated + need > file_max:
@@ -226,111 +255,333 @@ def run_c1m(
 
     Raises:
         PermissionError, ValueError, ImportError: from the checks, before anything starts.
-        TimeoutError: the server did not start, or the connections did not open in time.
+        ServerError: the server did not start (:mod:`rawepoll.tools.serverproc`).
+        TimeoutError: the connections did not open in time.
     """
     preflight(config)
+    procs = _layout(config, _enter_namespace(config), say)
+    with contextlib.ExitStack() as stack:  # the server first, then its control socket's directory
+        protocol = _protocol(config, stack)
+        server = _start_server(config, procs.workers, protocol)
+        # killed whatever happens: nothing of it outlives the run
+        stack.enter_context(contextlib.closing(server))
+        run = _Run(config, procs, server, say, monitor, protocol)
+        measured = _measure(run)
+        stopped = server.stop()  # step 7's end: SIGTERM, and a clean exit expected
+    return _result(run, measured, stopped)
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    """What the run's protocol changes: the server's options, the connections' settings."""
+
+    server_args: tuple[str, ...] = ()
+    active: dict[str, Any] = field(default_factory=dict)  # the active set's LoadSpec fields
+    held: dict[str, Any] = field(default_factory=dict)  # ... the held connections'
+    engine: type[Engine] | None = None  # the held connections' load processes (None: the plan's)
+    broadcasts: bool = False  # after the hold, one message to every held connection
+
+
+def _protocol(config: C1MConfig, stack: contextlib.ExitStack) -> _Protocol:
+    """TCP: the defaults.  WebSocket: a control socket in a directory ``stack`` removes."""
+    if config.protocol == "tcp":
+        return _Protocol()
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="rawepoll-c1m-"))
+    control = os.path.join(directory, "control")
+    return _Protocol(
+        server_args=websocket.server_args(control),
+        active={"protocol": "websocket"},
+        held=websocket.spec_fields(control),
+        engine=EchoedSubscribers,
+        broadcasts=True,
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of a run reads: the settings, the layout, the server, the narrator."""
+
+    config: C1MConfig
+    procs: Processes
+    server: ServerProcess
+    say: Callable[[str], None]
+    monitor: Callable[[int], Monitor | None]
+    protocol: _Protocol
+
+
+@dataclass(frozen=True)
+class _Footprint:
+    """The server's memory and the kernel's slab, at one moment."""
+
+    memory: measure.ProcessMemory
+    slab: int
+
+    @classmethod
+    def now(cls, pid: int) -> _Footprint:
+        slab = measure.slab_bytes()
+        return cls(measure.process_tree_memory(pid), slab)
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """How long opening the held connections took, and the CPU it cost each side."""
+
+    seconds: float
+    server_cpu: tuple[float, float]  # (user, system)
+    load_cpu: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What the hold step measured: opening, memory with everything open, the active set."""
+
+    opened: _Opened
+    full: _Footprint
+    loaded: LoadResult | None  # the active set's round during the hold (None: no active set)
+    released: LoadResult  # the held connections' report
+    broadcast: BroadcastFigures | None  # WebSocket: the one message to every held connection
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """Every figure of a run, before the server is stopped."""
+
+    idle: _Footprint  # before any connection
+    held: _Held
+    baseline: LoadResult | None  # the active set alone, before and after the hold
+    after: LoadResult | None
+    finals: tuple[LoadResult, ...]  # every connection's report: the held, then the active
+
+
+@dataclass(frozen=True)
+class _Latency:
+    """An active-set round's figures in the report: zeros when there was no active set."""
+
+    p50_us: float = 0.0
+    p99_us: float = 0.0
+    messages: int = 0
+
+    @classmethod
+    def of(cls, result: LoadResult | None) -> _Latency:
+        if result is None:
+            return cls()
+        return cls(result.p50_us, result.p99_us, result.messages)
+
+
+@dataclass(frozen=True)
+class _ActiveSet:
+    """The ``active`` connections, echoing in measured rounds; with ``active=0``, none."""
+
+    holding: Holding | None
+    interval: float  # between one connection's messages (0: closed loop)
+    say: Callable[[str], None]
+
+    def round(self, label: str, seconds: float) -> LoadResult | None:
+        """Echo for ``seconds`` at the set's pace and narrate it (None without an active set)."""
+        if self.holding is None:
+            return None
+        result = self.holding.measure(seconds, self.interval)
+        self.say(
+            f"{label}: {result.messages:,} echoes in {result.seconds:.1f} s "
+            f"({result.msgs_per_s:,.0f}/s), p50 {result.p50_us:,.0f} us, "
+            f"p99 {result.p99_us:,.0f} us, {result.errors} errors, "
+            f"{result.mismatches} mismatches"
+        )
+        return result
+
+    def hold(self, seconds: float) -> LoadResult | None:
+        """The round while every connection is open; without an active set, just the wait."""
+        if self.holding is None:
+            time.sleep(seconds)  # holding is the point: nothing to measure meanwhile
+            return None
+        return self.round("hold, every connection open", seconds)
+
+    def release(self) -> tuple[LoadResult, ...]:
+        """The active connections' report, once closed (nothing without an active set)."""
+        return () if self.holding is None else (self.holding.release(),)
+
+
+# -- the steps, in order ------------------------------------------------------
+
+
+def _enter_namespace(config: C1MConfig) -> str:
+    """Step 2: into the network namespace; its name for the narration."""
     buckets = config.ehash if config.ehash is not None else ehash_buckets(config.conns)
     netns.enter(config.keep_netns, buckets)
-    where = f"network namespace {config.keep_netns}" if config.keep_netns else "a private netns"
+    return f"network namespace {config.keep_netns}" if config.keep_netns else "a private netns"
+
+
+def _layout(config: C1MConfig, where: str, say: Callable[[str], None]) -> Processes:
+    """Workers, load processes and source addresses for this machine's limits."""
     fd_limit = SetLimit()
-    interval = 1 / config.rate if config.rate else 0.0
     procs = plan_processes(config.conns, config.active, fd_limit, port_range())
     say(
         f"{where}: {config.conns:,} connections = {procs.workers} server workers, "
         f"{procs.load_procs} load processes over {len(procs.sources)} source addresses "
         f"(RLIMIT_NOFILE {fd_limit}, {port_range()} client ports per address)"
     )
-    server = _Server(procs.workers, config.mode, config.balance)
-    try:
-        port = server.start()
-        slab_before = measure.slab_bytes()
-        idle = measure.process_tree_memory(server.pid)
-        say(
-            f"server: pid {server.pid}, {idle.processes} processes, "
-            f"PSS {idle.pss_bytes / 2**20:.1f} MiB, "
-            f"RSS {idle.rss_bytes / 2**20:.1f} MiB before any connection"
-        )
-        with contextlib.ExitStack() as stack:
-            active = None
-            if config.active:
-                active = stack.enter_context(Holding(_plan(config, port, config.active, 1, ())))
-                active.open(None, time.monotonic() + 60 + config.active / 1000)
-                baseline = active.measure(config.baseline, interval)
-                _say_round(say, "baseline, only the active set open", baseline)
-            held_plan = _plan(
-                config, port, config.conns - config.active, procs.load_procs, procs.sources
-            )
-            with Holding(held_plan) as holding:
-                server_cpu = measure.process_tree_cpu([server.pid])
-                load_cpu = measure.process_tree_cpu(holding.pids)
-                seconds = holding.open(monitor(held_plan.conns), _open_deadline(held_plan.conns))
-                server_cpu = _spent(server_cpu, measure.process_tree_cpu([server.pid]))
-                load_cpu = _spent(load_cpu, measure.process_tree_cpu(holding.pids))
-                counts = holding.counts
-                each = 1e6 / max(1, counts["established"])
-                say(
-                    f"open: {counts['established']:,} established and verified in {seconds:.1f} s "
-                    f"({counts['established'] / seconds:,.0f}/s), {counts['errors']} errors; "
-                    f"CPU per connection: server {server_cpu[0] * each:.0f} us user + "
-                    f"{server_cpu[1] * each:.0f} us system, load {load_cpu[0] * each:.0f} us user"
-                    f" + {load_cpu[1] * each:.0f} us system"
-                )
-                full = measure.process_tree_memory(server.pid)
-                slab_after = measure.slab_bytes()
-                say(
-                    f"server: PSS {full.pss_bytes / 2**20:.1f} MiB, "
-                    f"RSS {full.rss_bytes / 2**20:.1f} MiB; "
-                    f"kernel slab +{(slab_after - slab_before) / 2**20:,.0f} MiB"
-                )
-                if active is not None:
-                    loaded = active.measure(config.hold, interval)
-                    _say_round(say, "hold, every connection open", loaded)
-                else:
-                    time.sleep(config.hold)  # holding is the point: nothing to measure meanwhile
-                released = holding.release()
-            closing = _wait_closed(2 * config.active + 64)
-            say(
-                f"release: {released.established:,} held connections reported and closed; "
-                f"the server had closed its ends {closing:.1f} s later"
-            )
-            if active is not None:
-                after = active.measure(config.baseline, interval)
-                _say_round(say, "baseline again, the held connections closed", after)
-            finals = [released] if active is None else [released, active.release()]
-        stopped = server.stop()
-    finally:
-        server.kill()
-    established = sum(r.established for r in finals)
+    return procs
+
+
+def _start_server(config: C1MConfig, workers: int, protocol: _Protocol) -> ServerProcess:
+    """Step 3: ``rawepoll serve`` in a session of its own, once it is ready.
+
+    Raises:
+        ServerError: it did not start within ``SERVER_START_S``.
+    """
+    return ServerProcess.serve(
+        "--host", HOST,
+        "--port", "0",
+        "--workers", str(workers),
+        "--mode", config.mode,
+        "--backlog", "65535",
+        "--balance", config.balance,
+        "--drain-timeout", "10",
+        *protocol.server_args,
+        *(("--handler", config.handler) if config.handler else ()),
+        start_bound=SERVER_START_S,
+        stop_bound=SERVER_STOP_S,
+    )  # fmt: skip
+
+
+def _measure(run: _Run) -> _Measured:
+    """Steps 4 to 7: baseline, open, hold, release, baseline again."""
+    idle = _idle(run)
+    with contextlib.ExitStack() as stack:
+        active = _open_active(run, stack)
+        baseline = active.round("baseline, only the active set open", run.config.baseline)
+        held = _hold(run, active, idle)
+        after = active.round("baseline again, the held connections closed", run.config.baseline)
+        finals = (held.released, *active.release())
+    return _Measured(idle=idle, held=held, baseline=baseline, after=after, finals=finals)
+
+
+def _idle(run: _Run) -> _Footprint:
+    """Step 3's end: the server's footprint before any connection."""
+    idle = _Footprint.now(run.server.pid)
+    run.say(
+        f"server: pid {run.server.pid}, {idle.memory.processes} processes, "
+        f"PSS {idle.memory.pss_bytes / 2**20:.1f} MiB, "
+        f"RSS {idle.memory.rss_bytes / 2**20:.1f} MiB before any connection"
+    )
+    return idle
+
+
+def _open_active(run: _Run, stack: contextlib.ExitStack) -> _ActiveSet:
+    """Step 4's connections: the active set, opened and verified, closed by ``stack``."""
+    config = run.config
+    interval = 1 / config.rate if config.rate else 0.0
+    if not config.active:
+        return _ActiveSet(None, interval, run.say)
+    plan = _plan(run, config.active, 1, (), run.protocol.active)
+    holding = stack.enter_context(Holding(plan))
+    holding.open(None, _open_deadline(config.active))
+    return _ActiveSet(holding, interval, run.say)
+
+
+def _hold(run: _Run, active: _ActiveSet, idle: _Footprint) -> _Held:
+    """Steps 5 to 7 for the held connections: open, measure, hold, release."""
+    config, procs = run.config, run.procs
+    held = config.conns - config.active
+    plan = _plan(run, held, procs.load_procs, procs.sources, run.protocol.held)
+    with Holding(plan, run.protocol.engine) as holding:
+        opened = _open(run, holding, plan.conns)
+        full = _full(run, idle)
+        loaded = active.hold(config.hold)
+        sent = websocket.send_one(holding, run.server.pid) if run.protocol.broadcasts else None
+        released = holding.release()
+        broadcast = _broadcast(run, holding, sent, opened)
+    closing = _wait_closed(2 * config.active + 64)
+    run.say(
+        f"release: {released.established:,} held connections reported and closed; "
+        f"the server had closed its ends {closing:.1f} s later"
+    )
+    return _Held(opened=opened, full=full, loaded=loaded, released=released, broadcast=broadcast)
+
+
+def _broadcast(
+    run: _Run, holding: Holding, sent: websocket.Sent | None, opened: _Opened
+) -> BroadcastFigures | None:
+    """Between steps 6 and 7 of a WebSocket run: the broadcast's figures, narrated."""
+    if sent is None:
+        return None
+    b = websocket.figures(holding, sent, opened.seconds)
+    run.say(
+        f"broadcast: 1 message to {b.subscribers:,} subscribers, {b.delivered:,} delivered "
+        f"and verified, {b.lost:,} lost, {b.duplicates:,} duplicates; delivery time "
+        f"p50 {b.p50_us / 1e3:,.0f} ms, p99 {b.p99_us / 1e3:,.0f} ms, to the last "
+        f"{b.max_us / 1e3:,.0f} ms (first after {b.first_us / 1e3:,.1f} ms); CPU per delivery: "
+        f"server {b.server_us_per_delivery:.1f} us, load {b.load_us_per_delivery:.1f} us"
+    )
+    return b
+
+
+def _open(run: _Run, holding: Holding, conns: int) -> _Opened:
+    """Step 5: open and verify ``conns`` connections; the time and CPU it took."""
+    server_cpu = measure.process_tree_cpu([run.server.pid])
+    load_cpu = measure.process_tree_cpu(holding.pids)
+    seconds = holding.open(run.monitor(conns), _open_deadline(conns))
+    server_cpu = _spent(server_cpu, measure.process_tree_cpu([run.server.pid]))
+    load_cpu = _spent(load_cpu, measure.process_tree_cpu(holding.pids))
+    counts = holding.counts
+    each = 1e6 / max(1, counts["established"])
+    run.say(
+        f"open: {counts['established']:,} established and verified in {seconds:.1f} s "
+        f"({counts['established'] / seconds:,.0f}/s), {counts['errors']} errors; "
+        f"CPU per connection: server {server_cpu[0] * each:.0f} us user + "
+        f"{server_cpu[1] * each:.0f} us system, load {load_cpu[0] * each:.0f} us user"
+        f" + {load_cpu[1] * each:.0f} us system"
+    )
+    return _Opened(seconds=seconds, server_cpu=server_cpu, load_cpu=load_cpu)
+
+
+def _full(run: _Run, idle: _Footprint) -> _Footprint:
+    """Step 6: the server's footprint with every connection open."""
+    full = _Footprint.now(run.server.pid)
+    run.say(
+        f"server: PSS {full.memory.pss_bytes / 2**20:.1f} MiB, "
+        f"RSS {full.memory.rss_bytes / 2**20:.1f} MiB; "
+        f"kernel slab +{(full.slab - idle.slab) / 2**20:,.0f} MiB"
+    )
+    return full
+
+
+def _result(run: _Run, measured: _Measured, stopped: Stopped) -> C1MResult:
+    """The report: the figures measured, and how the server ended."""
+    config, procs, held = run.config, run.procs, measured.held
+    idle, full, opened = measured.idle.memory, held.full.memory, held.opened
+    established = sum(r.established for r in measured.finals)
     per = max(1, established)
+    loaded, baseline, after = map(_Latency.of, (held.loaded, measured.baseline, measured.after))
     return C1MResult(
         conns=config.conns,
         active=config.active,
         established=established,
         verified=established,  # established means: message 0 echoed and verified
-        seconds_to_establish=seconds,
-        connect_rate=released.established / seconds if seconds > 0 else 0.0,
-        open_server_cpu_s=server_cpu,
-        open_load_cpu_s=load_cpu,
+        seconds_to_establish=opened.seconds,
+        connect_rate=held.released.established / opened.seconds if opened.seconds > 0 else 0.0,
+        open_server_cpu_s=opened.server_cpu,
+        open_load_cpu_s=opened.load_cpu,
         server_rss_bytes=full.rss_bytes,
         server_pss_bytes=full.pss_bytes,
         server_pss_idle_bytes=idle.pss_bytes,
         bytes_per_conn=full.pss_bytes / per,
         pss_growth_per_conn=(full.pss_bytes - idle.pss_bytes) / per,
-        kernel_slab_bytes_per_conn=(slab_after - slab_before) / per,
-        active_p50_us=loaded.p50_us if active else 0.0,
-        active_p99_us=loaded.p99_us if active else 0.0,
-        baseline_p50_us=baseline.p50_us if active else 0.0,
-        baseline_p99_us=baseline.p99_us if active else 0.0,
-        baseline_after_p50_us=after.p50_us if active else 0.0,
-        baseline_after_p99_us=after.p99_us if active else 0.0,
+        kernel_slab_bytes_per_conn=(held.full.slab - measured.idle.slab) / per,
+        active_p50_us=loaded.p50_us,
+        active_p99_us=loaded.p99_us,
+        baseline_p50_us=baseline.p50_us,
+        baseline_p99_us=baseline.p99_us,
+        baseline_after_p50_us=after.p50_us,
+        baseline_after_p99_us=after.p99_us,
         active_rate=config.rate,
-        active_messages=loaded.messages if active else 0,
-        baseline_messages=baseline.messages if active else 0,
-        errors=sum(r.errors for r in finals),
-        mismatches=sum(r.mismatches for r in finals),
-        refused=stopped.get("refused", -1),
-        server_restarts=stopped.get("restarted", -1),
-        server_clean_exit=server.returncode == 0,
+        active_messages=loaded.messages,
+        baseline_messages=baseline.messages,
+        errors=sum(r.errors for r in measured.finals),
+        mismatches=sum(r.mismatches for r in measured.finals),
+        refused=stopped.counters.get("refused", -1),
+        server_restarts=int(stopped.exit["restarted"]) if stopped.exit else -1,
+        server_clean_exit=stopped.clean,
         workers=procs.workers,
         server_processes=full.processes,
         load_procs=procs.load_procs,
@@ -338,8 +589,17 @@ def run_c1m(
         hold_s=config.hold,
         conntrack_entries=netns.conntrack_entries(),
         sysctls={name: netns.read_sysctl(name) for name in netns.REPORTED},
-        problems=[p for r in finals for p in r.problems],
+        problems=[p for r in measured.finals for p in r.problems] + _shortfalls(held.broadcast),
+        protocol=config.protocol,
+        broadcast=held.broadcast,
     )
+
+
+def _shortfalls(broadcast: BroadcastFigures | None) -> list[str]:
+    return [] if broadcast is None else broadcast.shortfalls()
+
+
+# -- helpers ------------------------------------------------------------------
 
 
 def _wait_closed(sockets: int, bound: float = 300.0) -> float:
@@ -367,110 +627,19 @@ def _open_deadline(conns: int) -> float:
     return time.monotonic() + 60 + conns / 1000
 
 
-def _plan(config: C1MConfig, port: int, conns: int, procs: int, sources: tuple[str, ...]) -> Plan:
-    return prepare(
+def _plan(
+    run: _Run, conns: int, procs: int, sources: tuple[str, ...], fields: dict[str, Any]
+) -> Plan:
+    """The load's plan: ``conns`` connections over ``procs`` processes, with the protocol's
+    ``fields`` of :class:`LoadSpec`."""
+    config = run.config
+    spec = LoadSpec(
         host=HOST,
-        port=port,
-        unix=None,
+        port=run.server.port,
         conns=conns,
         size=config.size,
         duration=config.baseline + config.hold,  # a bound: rounds say their own length
-        messages=None,
-        pipeline=1,
         procs=procs,
-        source_addrs=list(sources) or None,
-        cpus=None,
-        timeout=None,
+        source_addrs=sources or None,
     )
-
-
-def _say_round(say: Callable[[str], None], label: str, result: LoadResult) -> None:
-    say(
-        f"{label}: {result.messages:,} echoes in {result.seconds:.1f} s "
-        f"({result.msgs_per_s:,.0f}/s), p50 {result.p50_us:,.0f} us, "
-        f"p99 {result.p99_us:,.0f} us, {result.errors} errors, {result.mismatches} mismatches"
-    )
-
-
-class _Server:
-    """``rawepoll serve`` as a child in its own session: started, stopped, killed."""
-
-    def __init__(self, workers: int, mode: str, balance: str) -> None:
-        self.command = [
-            sys.executable,
-            "-m",
-            "rawepoll",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            "0",
-            "--workers",
-            str(workers),
-            "--mode",
-            mode,
-            "--backlog",
-            "65535",
-            "--balance",
-            balance,
-            "--drain-timeout",
-            "10",
-        ]
-        self.process: subprocess.Popen[str] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.process is None else self.process.returncode
-
-    def start(self) -> int:
-        """Spawn it and wait for its listening line; the port."""
-        self.process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, text=True, start_new_session=True
-        )
-        line = self._line(SERVER_START_S)
-        match = _LISTENING.search(line)
-        if match is None:
-            raise TimeoutError(f"rawepoll serve did not start: {line!r}")
-        return int(match.group(2))
-
-    def stop(self) -> dict[str, int]:
-        """SIGTERM, a graceful drain, the exit line's counters (empty if none came)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = self.process.communicate(timeout=SERVER_STOP_S)
-        except subprocess.TimeoutExpired:
-            return {}
-        counts: dict[str, int] = {}
-        for match in _EXIT.finditer(output):
-            for item in match.group(1).split():
-                name, _, value = item.partition("=")
-                if value.isdigit():
-                    counts[name] = int(value)
-        return counts
-
-    def kill(self) -> None:
-        """Make sure nothing of the server outlives the run."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def _line(self, within: float) -> str:
-        assert self.process is not None and self.process.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            if not selector.select(within):
-                return ""
-        return self.process.stdout.readline()
+    return prepare(replace(spec, **fields))

@@ -1,7 +1,7 @@
 """``rawepoll compare``: rawepoll against the standard library and its peers, side by side.
 
-The four sections, one module each, every one of them run in alternating
-rounds and reported as medians with their min-max:
+The sections, one module each, every one of them run in alternating rounds
+and reported as medians with their min-max (the last two on request):
 
 * :mod:`~rawepoll.tools.compare.scaling` -- one wait with 1 ready fd among N idle:
   ``select.select``, ``select.poll``, ``select.epoll``, ``rawepoll.Epoll.wait``,
@@ -11,7 +11,12 @@ rounds and reported as medians with their min-max:
 * :mod:`~rawepoll.tools.compare.echo` -- echo servers: server CPU per message,
   messages per second, p99 latency, the load from :func:`rawepoll.tools.loadgen.run_load`;
 * :mod:`~rawepoll.tools.compare.memory` -- memory per idle connection and the
-  accept rate.
+  accept rate;
+* :mod:`~rawepoll.tools.compare.broadcast` -- server CPU per delivery of one
+  publish to N subscribers, next to a C floor;
+* :mod:`~rawepoll.tools.compare.websocket` -- WebSocket echo servers: server CPU
+  per message and memory per idle connection, rawepoll next to ``websockets``,
+  ``picows`` and Go's gorilla/websocket (:mod:`~rawepoll.tools.compare.wsservers`).
 
 The machinery they share: :mod:`~rawepoll.tools.compare.stats` (rounds, medians,
 spreads, ratios), :mod:`~rawepoll.tools.compare.timing` (timers, calibration,

@@ -15,7 +15,18 @@ from types import FrameType
 from typing import Any, Protocol
 
 from rawepoll._cli import positive_int, positive_seconds
-from rawepoll.tools.compare import binding, echo, machine, memory, report, scaling, servers
+from rawepoll.tools.compare import (
+    binding,
+    broadcast,
+    echo,
+    machine,
+    memory,
+    report,
+    scaling,
+    servers,
+    websocket,
+    wsservers,
+)
 from rawepoll.tools.compare.extras import optional
 from rawepoll.tools.compare.timing import Settings
 
@@ -27,12 +38,20 @@ DESCRIPTION = (
     "server CPU per message, msg/s and p99 latency for rawepoll serve (LT, ET), selectors, "
     "asyncio (protocol, streams) and uvloop, the server pinned to one core and the load "
     "(rawepoll bench, every byte verified) to the other; (4) memory per idle connection and "
-    "accept rate.  Contenders alternate within rounds (A B C ... C B A ...); figures are "
+    "accept rate, and per idle subscribed connection (TCP and WebSocket); (5, on request: "
+    "--sections ...,broadcast) broadcast -- server CPU per delivery of one publish to N "
+    "subscribers, rawepoll serve next to an asyncio fan-out and a C floor, and the delivery "
+    "times; (6, on request: --sections ...,websocket) WebSocket echo servers -- server CPU "
+    "per message and memory per idle connection for rawepoll serve --protocol websocket (LT, "
+    "ET), websockets and picows on asyncio and uvloop, and Go's gorilla/websocket (built with "
+    "go when installed).  Contenders alternate within rounds (A B C ... C B A ...); figures are "
     "medians with their min-max.  Writes results.json, results.md and PNG plots to --out and "
-    "prints the tables.  Exits 0 whatever it measures, 1 if a server fails to echo correctly."
+    "prints the tables.  Exits 0 whatever it measures, 1 if a server fails to echo or deliver "
+    "correctly."
 )
 
-SECTIONS = ("scaling", "binding", "echo", "memory")
+SECTIONS = ("scaling", "binding", "echo", "memory", "broadcast", "websocket")
+DEFAULT_SECTIONS = ("scaling", "binding", "echo", "memory")  # broadcast opens 100,000 connections
 
 
 @dataclass(frozen=True)
@@ -49,11 +68,25 @@ class Preset:
     conns: int
     memory_conns: int
     settle_s: float
+    subscribers: tuple[int, ...]  # broadcast: N
+    deliveries: int  # broadcast: per run (publishes = deliveries / N, at least 3)
+    broadcast_rounds: int
+    websocket_rounds: int
 
 
-FULL = Preset(11, 5, 10, 20, scaling.DEFAULT_NS, 5, 2.0, 50, 19_000, 0.5)
-QUICK = Preset(5, 3, 3, 4, scaling.QUICK_NS, 3, 0.5, 50, 2_000, 0.2)
-SMOKE = Preset(1, 1, 1, 1, (10, 100), 1, 0.2, 4, 200, 0.05)  # for the test suite
+FULL = Preset(
+    11, 5, 10, 20, scaling.DEFAULT_NS, 5, 2.0, 50, 19_000, 0.5,
+    subscribers=(1000, 10_000, 100_000), deliveries=100_000, broadcast_rounds=3,
+    websocket_rounds=5,
+)  # fmt: skip
+QUICK = Preset(
+    5, 3, 3, 4, scaling.QUICK_NS, 3, 0.5, 50, 2_000, 0.2,
+    subscribers=(200, 2000), deliveries=20_000, broadcast_rounds=3, websocket_rounds=3,
+)  # fmt: skip
+SMOKE = Preset(  # for the test suite
+    1, 1, 1, 1, (10, 100), 1, 0.2, 4, 200, 0.05,
+    subscribers=(50,), deliveries=150, broadcast_rounds=1, websocket_rounds=1,
+)  # fmt: skip
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -84,6 +117,14 @@ def _servers(text: str) -> str:
     return text
 
 
+def _ws_servers(text: str) -> str:
+    try:
+        wsservers.select(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``rawepoll compare`` options."""
     parser.add_argument(
@@ -102,16 +143,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sections",
         type=_sections,
-        default=SECTIONS,
+        default=DEFAULT_SECTIONS,
         metavar="LIST",
-        help=f"which sections to run (default all: {','.join(SECTIONS)})",
+        help=f"which sections to run, of {','.join(SECTIONS)} (default "
+        f"{','.join(DEFAULT_SECTIONS)}: broadcast, which opens up to 100,000 connections per "
+        "server and round, and websocket, seven servers at two sizes and 19,000 idle "
+        "connections each, run when named)",
     )
     parser.add_argument(
         "--rounds",
         type=positive_int,
         metavar="N",
-        help="rounds of every section (default 11 for scaling and binding, 5 for the servers; "
-        "--quick 5 and 3)",
+        help="rounds of every section (default 11 for scaling and binding, 5 for echo, memory "
+        "and websocket, 3 for broadcast; --quick 5, 3, 3 and 3)",
     )
     parser.add_argument(
         "--n",
@@ -129,36 +173,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{', '.join(repr(c.name) for c in servers.CONTENDERS)} (default all)",
     )
     parser.add_argument(
+        "--ws-servers",
+        type=_ws_servers,
+        metavar="LIST",
+        help="websocket: a comma-separated subset of "
+        f"{', '.join(repr(c.name) for c in wsservers.CONTENDERS)} (default all)",
+    )
+    parser.add_argument(
         "--sizes",
         type=_int_list,
         default=(64, 4096),
         metavar="LIST",
-        help="echo: message sizes in bytes (default 64,4096)",
+        help="echo and websocket: message sizes in bytes (default 64,4096)",
     )
     parser.add_argument(
         "--seconds",
         type=positive_seconds,
         metavar="S",
-        help="echo: load per server, size and round (default 2, --quick 0.5)",
+        help="echo and websocket: load per server, size and round (default 2, --quick 0.5)",
     )
     parser.add_argument(
         "--conns",
         type=positive_int,
         metavar="N",
-        help="echo: connections of the load (default 50)",
+        help="echo and websocket: connections of the load (default 50)",
     )
     parser.add_argument(
         "--procs",
         type=positive_int,
         default=1,
         metavar="N",
-        help="echo: load processes, all on the load CPU (default 1)",
+        help="echo and websocket: load processes, all on the load CPU (default 1)",
     )
     parser.add_argument(
         "--memory-conns",
         type=positive_int,
         metavar="N",
-        help="memory: idle connections (default 19,000, --quick 2,000; capped by RLIMIT_NOFILE)",
+        help="memory: idle connections, plain and (with a rawepoll server) subscribed to a topic; "
+        "websocket: idle upgraded connections (default 19,000, --quick 2,000; capped by "
+        "RLIMIT_NOFILE)",
+    )
+    parser.add_argument(
+        "--subscribers",
+        type=_int_list,
+        metavar="LIST",
+        help="broadcast: subscriber counts N (default 1000,10000,100000, --quick 200,2000; "
+        "capped by RLIMIT_NOFILE and fs.file-max); one server process per 19,000, as many load "
+        "processes, 3 rounds unless --rounds",
     )
     parser.add_argument(
         "--window",
@@ -291,11 +352,55 @@ def run_memory(args: argparse.Namespace, preset: Preset, cpus: Cpus) -> memory.R
     return memory.measure(contenders, plan, skipped)
 
 
+def run_broadcast(args: argparse.Namespace, preset: Preset, cpus: Cpus) -> broadcast.Result | str:
+    if optional("hdrh") is None:
+        return "the subscribers need hdrhistogram (pip install 'rawepoll[bench]')"
+    cpus.pin(cpus.load)
+    subscribers, notes = broadcast.scale(args.subscribers or preset.subscribers)
+    for note in notes:
+        report.progress(f"broadcast: {note}")
+    plan = broadcast.Plan(
+        rounds=args.rounds or preset.broadcast_rounds,
+        subscribers=subscribers,
+        deliveries=preset.deliveries,
+        host=args.host,
+        server_cpu=cpus.server,
+        load_cpu=cpus.load,
+    )
+    return broadcast.measure(plan, notes)
+
+
+def run_websocket(args: argparse.Namespace, preset: Preset, cpus: Cpus) -> websocket.Result | str:
+    if optional("hdrh") is None:
+        return "the load generator needs hdrhistogram (pip install 'rawepoll[bench]')"
+    cpus.pin(cpus.load)
+    wanted = args.memory_conns or preset.memory_conns
+    plan = websocket.Plan(
+        rounds=args.rounds or preset.websocket_rounds,
+        seconds=args.seconds or preset.seconds,
+        conns=args.conns or preset.conns,
+        procs=args.procs,
+        sizes=args.sizes,
+        memory_conns=min(wanted, memory.fd_capacity()),
+        settle_s=preset.settle_s,
+        host=args.host,
+        server_cpu=cpus.server,
+        load_cpu=cpus.load,
+    )
+    if plan.memory_conns < wanted:
+        report.progress(f"websocket: {wanted:,} connections capped at {plan.memory_conns:,}")
+    contenders = wsservers.select(args.ws_servers)
+    skipped = {c.name: why for c in contenders if (why := c.missing())}
+    return websocket.measure([c for c in contenders if c.name not in skipped], plan, skipped)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Preset, Cpus], Section | str]] = {
     "scaling": run_scaling,
     "binding": run_binding,
     "echo": run_echo,
     "memory": run_memory,
+    "broadcast": run_broadcast,
+    "websocket": run_websocket,
 }
 
 
@@ -368,7 +473,7 @@ def write(
     failures = [
         f"{name}: {server}: {what}"
         for name, result in results.items()
-        if isinstance(result, (echo.Result, memory.Result))
+        if isinstance(result, (echo.Result, memory.Result, broadcast.Result, websocket.Result))
         for server, what in result.failures.items()
     ]
     payload: dict[str, Any] = {

@@ -141,11 +141,11 @@ def running(
 ) -> Iterator[list[Server]]:
     """Start every server (pinned, primed, kept up for all rounds); stop them all on the way out."""
     servers: list[Server] = []
-    try:
+    with contextlib.ExitStack() as stack:
         for contender in contenders:
             report.progress(f"echo: starting {contender.name} ...")
             try:
-                server = Server(contender, host=plan.host, cpu=plan.server_cpu)
+                server = stack.enter_context(Server(contender, host=plan.host, cpu=plan.server_cpu))
             except ServerError as exc:
                 failures[contender.name] = f"did not start: {exc}"
                 continue
@@ -155,9 +155,6 @@ def running(
             except ServerError as exc:
                 failures[contender.name] = str(exc)
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def run_rounds(servers: list[Server], plan: Plan, failures: dict[str, str]) -> list[Series]:

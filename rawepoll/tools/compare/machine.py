@@ -12,8 +12,10 @@ compare`` needs no extra to measure:
   the TCP receive path of the peer's socket).
 * Memory is RSS and PSS from ``/proc/PID/smaps_rollup``: PSS divides each
   shared page by the number of processes mapping it.
-* The process tree is not followed: every server ``rawepoll compare`` runs is
-  one process (``rawepoll serve`` with one worker serves in-process).
+* The process tree is not followed: every server of the echo and memory
+  sections is one process (``rawepoll serve`` with one worker serves
+  in-process); the broadcast section, whose servers may fork workers, adds up
+  the CPU clocks of the processes they announce (:func:`total_cpu_ns`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,11 @@ __all__ = [
     "Usage",
     "cpu_ns",
     "environment",
+    "file_room",
     "memory",
     "open_fds",
     "slab_bytes",
+    "total_cpu_ns",
     "usage",
 ]
 
@@ -80,6 +85,11 @@ def cpu_ns(pid: int) -> int:
     return time.clock_gettime_ns(_cpu_clock(pid))
 
 
+def total_cpu_ns(pids: Iterable[int]) -> int:
+    """User + system CPU time of every process of ``pids``, in ns."""
+    return sum(cpu_ns(pid) for pid in pids)
+
+
 def usage(pid: int) -> Usage:
     """The CPU clock and the user and system tick counts of process ``pid``, now."""
     cpu = cpu_ns(pid)
@@ -101,6 +111,12 @@ def memory(pid: int) -> tuple[int, int]:
 def open_fds(pid: int) -> int:
     """How many descriptors process ``pid`` holds now."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def file_room() -> int:
+    """Descriptors the whole system can still open (``fs.file-max`` less those open)."""
+    allocated, _, limit = Path("/proc/sys/fs/file-nr").read_text().split()
+    return int(limit) - int(allocated)
 
 
 def slab_bytes() -> int:

@@ -30,6 +30,16 @@ Also shown: the kernel's slab growth per connection, system-wide (both ends of
 each connection, and anything else the machine did meanwhile), which is in no
 process's RSS.  One server process holds at most ``RLIMIT_NOFILE`` descriptors,
 and so does the client: N is capped below it.
+
+**Subscribed connections** (when a rawepoll server is among the contenders):
+the same N held idle by one worker of ``rawepoll serve``, each *subscribed* to
+one topic -- over TCP with ``--handler ...LinePubSubHandler`` (``SUB topic``,
+``OK SUB topic`` verified), and over WebSocket (``--protocol websocket``, the
+handshake to ``/topic/NAME``, its ``101`` checked) -- opened by ``rawepoll bench
+--broadcast``'s load processes (:class:`~rawepoll.tools.loadgen.workers.Holding`).
+A warm-up of :data:`WARM_UP` subscribed connections, opened and closed, comes
+first (the topic, the handshake parser and the like exist once); then RSS and
+PSS before, N subscribed, settle, after: ``(after - before) / N``.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import ipaddress
 import resource
 import socket
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +61,17 @@ from rawepoll.tools.compare import machine, report
 from rawepoll.tools.compare.report import Table
 from rawepoll.tools.compare.servers import Contender, EchoError, Server, ServerError
 from rawepoll.tools.compare.stats import Spread, round_order
+from rawepoll.tools.loadgen.spec import LoadSpec
+from rawepoll.tools.loadgen.workers import Holding, prepare
+from rawepoll.tools.serverproc import ServerProcess
 
-__all__ = ["Plan", "Result", "burst", "measure"]
+__all__ = ["SUBSCRIBED", "Plan", "Result", "burst", "measure"]
 
 INDEX = struct.Struct("<Q")  # each connection's verification message
 FD_MARGIN = 64  # descriptors a process keeps besides its connections
 STALL_S = 30.0  # no connection made progress for this long: the server has stopped
 PER_SOURCE = 4000  # connections per source address: a small part of the ephemeral range
+WARM_UP = 100  # subscribed connections opened and closed before the memory is read
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
@@ -258,6 +273,97 @@ def measure_one(contender: Contender, plan: Plan) -> Sample:
     )
 
 
+# -- idle subscribed connections ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    """A kind of subscribed connection: how ``rawepoll serve`` runs, how clients subscribe."""
+
+    name: str
+    serve: tuple[str, ...]  # rawepoll serve options
+    protocol: str  # the load generator's: "tcp" (SUB topic) or "websocket" (/topic/NAME)
+
+
+SUBSCRIBED = (
+    Subscribed(
+        "rawepoll, TCP subscriber (LinePubSubHandler)",
+        ("--handler", "rawepoll.server.handler:LinePubSubHandler"),
+        "tcp",
+    ),
+    Subscribed(
+        "rawepoll, WebSocket subscriber (/topic/NAME)", ("--protocol", "websocket"), "websocket"
+    ),
+)
+
+
+@dataclass
+class Held:
+    """One server holding ``conns`` idle subscribed connections."""
+
+    conns: int
+    rss_before: int
+    pss_before: int
+    rss_after: int
+    pss_after: int
+    fds_held: int
+
+    @property
+    def rss_per_conn(self) -> float:
+        return (self.rss_after - self.rss_before) / self.conns
+
+    @property
+    def pss_per_conn(self) -> float:
+        return (self.pss_after - self.pss_before) / self.conns
+
+
+def _subscribers(server: ServerProcess, control: str, conns: int, kind: Subscribed) -> Holding:
+    spec = LoadSpec(
+        host=server.host,
+        port=server.port,
+        conns=conns,
+        duration=None,
+        messages=1,  # none is published: the connections are released idle
+        source_addrs=sources_for(server.host, conns) if conns > PER_SOURCE else None,
+        protocol=kind.protocol,
+        broadcast=True,
+        control=control,
+    )
+    return Holding(prepare(spec))
+
+
+def _hold(held: Holding, conns: int) -> None:
+    """Open every subscriber of ``held``; raise EchoError if one did not subscribe."""
+    held.open(None, time.monotonic() + 60 + conns / 500)
+    subscribed = held.counts["established"]
+    if subscribed < conns:
+        raise EchoError(f"{subscribed:,} of {conns:,} connections subscribed")
+
+
+def measure_subscribed(kind: Subscribed, plan: Plan) -> Held:
+    """One fresh one-worker server, a warm-up, then ``plan.conns`` subscribed connections held."""
+    with tempfile.TemporaryDirectory(prefix="rawepoll-memory-") as tmp:
+        control = f"{tmp}/control"
+        argv = ("--host", plan.host, "--port", "0", "--control", control, "--quiet", *kind.serve)
+        with ServerProcess.serve(*argv, cpu=plan.server_cpu, name=kind.name) as server:
+            with _subscribers(server, control, min(WARM_UP, plan.conns), kind) as warm:
+                _hold(warm, min(WARM_UP, plan.conns))
+                warm.release()
+            time.sleep(plan.settle_s)
+            rss_before, pss_before = machine.memory(server.pid)
+            fds_before = machine.open_fds(server.pid)
+            with _subscribers(server, control, plan.conns, kind) as held:
+                _hold(held, plan.conns)
+                time.sleep(plan.settle_s)
+                server.check_alive()
+                rss_after, pss_after = machine.memory(server.pid)
+                fds = machine.open_fds(server.pid) - fds_before
+                held.release()
+    if fds < plan.conns:
+        raise EchoError(f"the server held {fds:,} connections, not {plan.conns:,}")
+    return Held(plan.conns, rss_before, pss_before, rss_after, pss_after, fds)
+
+
 # -- rounds and report --------------------------------------------------------------
 
 
@@ -271,13 +377,56 @@ class Series:
 
 
 @dataclass
+class HeldSeries:
+    kind: str
+    samples: list[Held] = field(default_factory=list)
+
+    def spread(self, figure: str) -> Spread:
+        return Spread.of([getattr(sample, figure) for sample in self.samples])
+
+
+@dataclass
 class Result:
     plan: Plan
     series: list[Series]
     skipped: dict[str, str]  # server -> why it did not run
     failures: dict[str, str]  # server -> what went wrong
+    subscribed: list[HeldSeries] = field(default_factory=list)  # rawepoll's subscribed kinds
 
     def tables(self) -> list[Table]:
+        tables = [self._idle_table()]
+        if any(s.samples for s in self.subscribed):
+            tables.append(self._subscribed_table())
+        return tables
+
+    def _subscribed_table(self) -> Table:
+        rows = []
+        for s in self.subscribed:
+            if not s.samples:
+                continue
+            rss = s.spread("rss_per_conn")
+            rows.append(
+                [
+                    s.kind,
+                    f"{rss.median:,.0f}",
+                    report.fmt_spread(rss, 0),
+                    f"{s.spread('pss_per_conn').median:,.0f}",
+                ]
+            )
+        return Table(
+            f"4b. memory per idle subscribed connection, {self.plan.conns:,} connections in one "
+            f"worker, median of {report.rounds(self.plan.rounds)}",
+            ["server", "RSS B/conn", "min-max", "PSS B/conn"],
+            rows,
+            [
+                "B/conn: (after - before) / N of the server's RSS and PSS with N idle connections, "
+                f"each subscribed to one topic (SUB acknowledged, or the WebSocket 101 to "
+                f"/topic/NAME checked), after a warm-up of {WARM_UP} subscribed connections "
+                "opened and closed; goal: <= 32 B."
+            ],
+        )
+
+    def _idle_table(self) -> Table:
         rows = []
         for s in self.series:
             if not s.samples:
@@ -308,26 +457,24 @@ class Result:
             *(f"skipped {name}: {why}" for name, why in self.skipped.items()),
             *(f"FAILED {name}: {what}" for name, what in self.failures.items()),
         ]
-        return [
-            Table(
-                f"4. memory per idle connection and accept rate, {self.plan.conns:,} "
-                f"connections, median of {report.rounds(self.plan.rounds)}",
-                [
-                    "server",
-                    "RSS B/conn",
-                    "min-max",
-                    "PSS B/conn",
-                    "slab B/conn*",
-                    "accepts/s",
-                    "min-max",
-                    "CPU µs/conn",
-                    "min-max",
-                    "client µs/conn",
-                ],
-                rows,
-                notes,
-            )
-        ]
+        return Table(
+            f"4. memory per idle connection and accept rate, {self.plan.conns:,} "
+            f"connections, median of {report.rounds(self.plan.rounds)}",
+            [
+                "server",
+                "RSS B/conn",
+                "min-max",
+                "PSS B/conn",
+                "slab B/conn*",
+                "accepts/s",
+                "min-max",
+                "CPU µs/conn",
+                "min-max",
+                "client µs/conn",
+            ],
+            rows,
+            notes,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -346,6 +493,16 @@ class Result:
                     "samples": s.samples,
                 }
                 for s in self.series
+                if s.samples
+            ],
+            "subscribed": [
+                {
+                    "server": s.kind,
+                    "rss_per_conn": s.spread("rss_per_conn"),
+                    "pss_per_conn": s.spread("pss_per_conn"),
+                    "samples": s.samples,
+                }
+                for s in self.subscribed
                 if s.samples
             ],
         }
@@ -391,4 +548,26 @@ def measure(contenders: list[Contender], plan: Plan, skipped: dict[str, str]) ->
             except (ServerError, OSError) as exc:
                 failures[contender.name] = f"round {round_index + 1}: {exc}"
                 report.progress(f"memory and accept rate: FAILED {contender.name}: {exc}")
-    return Result(plan, list(series.values()), skipped, failures)
+    subscribed = []
+    if any(contender.is_rawepoll for contender in contenders):
+        subscribed = measure_subscribed_rounds(plan, failures)
+    return Result(plan, list(series.values()), skipped, failures, subscribed)
+
+
+def measure_subscribed_rounds(plan: Plan, failures: dict[str, str]) -> list[HeldSeries]:
+    """Every kind of subscribed connection, fresh each round, in alternating order."""
+    series = {kind.name: HeldSeries(kind.name) for kind in SUBSCRIBED}
+    for round_index in range(plan.rounds):
+        for kind in round_order(SUBSCRIBED, round_index):
+            if kind.name in failures:
+                continue
+            report.progress(
+                f"memory, subscribed: round {round_index + 1}/{plan.rounds}, {kind.name}, "
+                f"{plan.conns:,} connections ..."
+            )
+            try:
+                series[kind.name].samples.append(measure_subscribed(kind, plan))
+            except (ServerError, OSError, ValueError, TimeoutError) as exc:
+                failures[kind.name] = f"round {round_index + 1}: {exc}"
+                report.progress(f"memory, subscribed: FAILED {kind.name}: {exc}")
+    return list(series.values())

@@ -1,7 +1,10 @@
 """The echo servers a comparison runs, and how it runs one of them.
 
 A *contender* is a command that starts an echo server on a free port and
-prints, on stdout, one line containing ``listening on HOST:PORT``:
+announces it as ``rawepoll serve`` does: it takes ``--status-fd N`` and writes
+the JSON ``ready`` event to descriptor ``N`` once it listens (the peers use
+:func:`rawepoll.tools.serverproc.write_ready`, and print ``listening on
+HOST:PORT`` for people too):
 
 ========================  ===================================================
 ``rawepoll lt``           ``python -m rawepoll serve --port 0 --mode lt``
@@ -14,30 +17,27 @@ prints, on stdout, one line containing ``listening on HOST:PORT``:
 
 Every one of them is a single process (``rawepoll serve`` with its default of
 one worker serves in-process).  :class:`Server` runs a contender the way the
-comparison needs it: in a session of its own (so the whole process group can
-be killed), pinned to one CPU right after it is spawned (before it has imported
-anything), stdout and stderr in temporary files (a chatty server can never
-block on a full pipe), and it reads the server's CPU time, memory and
-descriptors (:mod:`rawepoll.tools.compare.machine`).
+comparison needs it, through :class:`rawepoll.tools.serverproc.ServerProcess`:
+in a session of its own (so the whole process group can be killed), pinned to
+one CPU right after it is spawned (before it has imported anything), stdout
+and stderr in temporary files (a chatty server can never block on a full
+pipe); and it reads the server's CPU time, memory and descriptors
+(:mod:`rawepoll.tools.compare.machine`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import random
-import re
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from typing import IO
+from typing import Final
 
 from rawepoll.tools.compare import machine
+from rawepoll.tools.serverproc import ServerError, ServerProcess
 
 __all__ = [
     "CONTENDERS",
@@ -48,7 +48,8 @@ __all__ = [
     "select",
 ]
 
-LISTENING = re.compile(r"listening on (?:\[(?P<host6>[^\]]+)\]|(?P<host>[^\s:\[]+)):(?P<port>\d+)")
+START_S: Final = 20.0  # spawn to `ready`
+STOP_S: Final = 10.0  # SIGTERM to exit, then SIGKILL
 PEERS = "rawepoll.tools.compare.peers"
 
 
@@ -102,16 +103,16 @@ def select(names: str | None) -> list[Contender]:
     return [c for c in CONTENDERS if c.name in wanted]
 
 
-class ServerError(RuntimeError):
-    """A server did not start, died, or stopped echoing."""
-
-
 class EchoError(ServerError):
-    """A server echoed something other than what was sent, or stopped echoing: a bug."""
+    """A server echoed something other than what was sent, or stopped echoing: a bug.
+
+    A :class:`ServerError` (:mod:`rawepoll.tools.serverproc`'s: a server did
+    not start, or died), so one ``except`` catches every way a contender fails.
+    """
 
 
-class Server:
-    """A running contender, pinned to one CPU, in its own session."""
+class Server(ServerProcess):
+    """A running contender, pinned to one CPU, in its own session; a context manager."""
 
     def __init__(
         self,
@@ -119,49 +120,17 @@ class Server:
         *,
         host: str = "127.0.0.1",
         cpu: int | None = None,
-        timeout: float = 20.0,
+        timeout: float = START_S,
     ) -> None:
         self.contender = contender
-        self.name = contender.name
-        self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 -- lives until stop()
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        self.process = subprocess.Popen(
+        super().__init__(
             contender.command(host),
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            stderr=self._stderr,
-            start_new_session=True,  # own process group: killpg reaches everything it starts
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            cpu=cpu,
+            start_bound=timeout,
+            stop_bound=STOP_S,
+            name=contender.name,
         )
-        self.pid = self.process.pid
-        try:
-            if cpu is not None:
-                os.sched_setaffinity(self.pid, {cpu})
-            self.host, self.port = self._wait_listening(timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_listening(self, timeout: float) -> tuple[str, int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = LISTENING.search(_read(self._stdout))
-            if match:
-                return match["host6"] or match["host"], int(match["port"])
-            if self.process.poll() is not None:
-                raise ServerError(f"{self.name} exited ({self.process.returncode}){self.tail()}")
-            time.sleep(0.01)
-        raise ServerError(f"{self.name}: no 'listening on' line within {timeout:g} s{self.tail()}")
-
-    def tail(self, lines: int = 8) -> str:
-        """The last lines of the server's stderr, for an error message."""
-        text = _read(self._stderr).strip().splitlines()[-lines:]
-        return "".join(f"\n    {line}" for line in text)
-
-    def check_alive(self) -> None:
-        """Raise ServerError if the server has exited."""
-        if self.process.poll() is not None:
-            raise ServerError(f"{self.name} died ({self.process.returncode}){self.tail()}")
 
     def prime(self) -> None:
         """Open, echo 4 KiB on and close one connection; raise EchoError if it goes wrong.
@@ -207,36 +176,3 @@ class Server:
     def fds(self) -> int:
         """The server's open descriptors (one per connection, plus a few)."""
         return machine.open_fds(self.pid)
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after ``timeout``; the exit status."""
-        if self._stdout.closed:  # stopped already: the group id may belong to another by now
-            return self.process.returncode
-        try:
-            if self.process.poll() is None:
-                _killpg(self.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout)
-            _killpg(self.pid, signal.SIGKILL)  # stragglers in the group, if any
-            if self.process.poll() is None:
-                self.process.wait(5)
-            return self.process.returncode
-        finally:
-            self._stdout.close()
-            self._stderr.close()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _killpg(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _read(file: IO[bytes]) -> str:
-    file.seek(0)
-    return file.read().decode(errors="replace")

@@ -1,10 +1,12 @@
-"""The control channel between the parent and one load process: JSON lines.
+"""The control channel between the parent and one load process: messages as JSON lines.
 
 One ``AF_UNIX`` stream socketpair per load process, made before the fork.
-The parent says ``{"do": "go"}`` or ``{"do": "stop"}``; the load process
-reports ``{"kind": "ramp" | "ready" | "progress" | "done" | "failed", ...}``.
-Either side sees end-of-file when the other is gone, which is how a load
-process notices that its parent died: it stops at once.
+It carries the messages of :mod:`rawepoll.tools.loadgen.control` (the parent
+says :class:`~rawepoll.tools.loadgen.control.Go` or ``Stop``; the load
+process reports ``Progress``, ``Ready``, ``Round``, ``Done`` or ``Failed``),
+each encoded as one line.  Either side sees end-of-file when the other is
+gone, which is how a load process notices that its parent died: it stops at
+once.
 
 Messages are small (a report with an encoded histogram is a few KiB) and each
 side reads whenever its epoll says the socket is readable, so the blocking
@@ -13,9 +15,10 @@ side reads whenever its epoll says the socket is readable, so the blocking
 
 from __future__ import annotations
 
-import json
 import socket
-from typing import Any, Final
+from typing import Final
+
+from rawepoll.tools.loadgen.control import Message, decode, encode
 
 __all__ = ["Channel"]
 
@@ -36,14 +39,17 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         """Send one message (blocking; the peer reads all the time)."""
-        self.sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self.sock.sendall(encode(message) + b"\n")
 
-    def receive(self) -> list[dict[str, Any]]:
+    def receive(self) -> list[Message]:
         """The complete messages readable now; sets :attr:`eof` when the peer is gone.
 
         Call it when the socket is readable: it reads once.
+
+        Raises:
+            ValueError: the peer sent a line too long or not a message.
         """
         try:
             data = self.sock.recv(_READ)
@@ -59,7 +65,7 @@ class Channel:
             raise ValueError("control channel: line too long")
         *lines, rest = self._buffer.split(b"\n")
         self._buffer = bytearray(rest)
-        return [json.loads(line) for line in lines if line]
+        return [decode(line) for line in lines if line]
 
     def close(self) -> None:
         self.sock.close()

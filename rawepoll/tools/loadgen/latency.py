@@ -14,6 +14,7 @@ that use it, never by ``import rawepoll``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -42,7 +43,7 @@ def _new() -> Any:
 class Latencies:
     """Counts of round-trip times in whole microseconds, then an HdrHistogram.
 
-    The loop writes ``counts[us] = counts.get(us, 0) + 1`` itself (no call).
+    The engine's closed loop writes :meth:`add` out in place (no call).
     """
 
     __slots__ = ("counts", "histogram")
@@ -50,6 +51,20 @@ class Latencies:
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.histogram = _new()
+
+    def add(self, now: int, sent: deque[int], done: int) -> None:
+        """Count the round trips of the ``done`` oldest messages of ``sent``, back ``now``.
+
+        Args:
+            now: when their echoes were verified (ns).
+            sent: send times (ns) of the messages in flight, oldest first; the
+                ``done`` oldest leave it.
+            done: how many came back.
+        """
+        counts = self.counts
+        for _ in range(done):
+            us = (now - sent.popleft()) // 1000
+            counts[us] = counts.get(us, 0) + 1
 
     def flush_if_large(self) -> None:
         """Move the counts to the histogram if the dict has grown large."""

@@ -26,7 +26,7 @@ Messages shorter than the 12-byte header carry its first ``size`` bytes only,
 which weakens the last three checks; use ``--size 12`` or more to have them all.
 
 Nothing here does I/O: the engine sends ``message(conn, seq)`` and compares
-what comes back with what it sent, and :func:`describe_mismatch` turns a
+what comes back with what it sent, and :meth:`Payloads.describe_mismatch` turns a
 difference into a sentence.
 """
 
@@ -36,7 +36,7 @@ import random
 import struct
 from typing import Final
 
-__all__ = ["HEADER", "Payloads", "describe_mismatch", "first_difference"]
+__all__ = ["HEADER", "Payloads", "first_difference"]
 
 HEADER: Final = struct.Struct("<IQ")  # connection number, sequence number
 SPAN: Final = 4093  # distinct body offsets (a prime)
@@ -81,6 +81,46 @@ class Payloads:
         message = self.message
         return b"".join([message(conn, seq) for seq in range(first, first + count)])
 
+    def describe_mismatch(
+        self,
+        got: bytes | bytearray | memoryview,
+        want: bytes | bytearray,
+        *,
+        conn: int,
+        seq: int,
+        into: int,
+    ) -> str:
+        """One sentence saying where an echo went wrong.
+
+        Args:
+            got: the bytes just received.
+            want: the bytes expected from the same point of the stream on.
+            conn: the connection's number.
+            seq: the message the first byte of ``got`` belongs to.
+            into: how many bytes of that message had arrived before ``got``.
+        """
+        size = self.size
+        at = first_difference(got, want)
+        position = into + at
+        message, byte = seq + position // size, position % size
+        if at >= len(want):
+            return (
+                f"connection {conn}: more bytes arrived than were sent"
+                f" (after message {message - (byte == 0)})"
+            )
+        seen = bytes(got[at : at + 8]).hex()
+        sent = bytes(want[at : at + 8]).hex()
+        sentence = (
+            f"connection {conn}: message {message} differs at byte {byte} of {size}:"
+            f" got {seen}, sent {sent}"
+        )
+        start = at - byte
+        if byte < HEADER.size <= size and start >= 0 and start + HEADER.size <= len(got):
+            other_conn, other_seq = HEADER.unpack_from(bytes(got[start : start + HEADER.size]))
+            if other_seq < _PLAUSIBLE_SEQ:  # else not a header at all: the stream has shifted
+                sentence += f" (its header says connection {other_conn}, message {other_seq})"
+        return sentence
+
 
 def first_difference(got: bytes | bytearray | memoryview, want: bytes | bytearray) -> int:
     """The index of the first byte where ``got`` differs from ``want``.
@@ -97,44 +137,3 @@ def first_difference(got: bytes | bytearray | memoryview, want: bytes | bytearra
         else:
             high = middle
     return low
-
-
-def describe_mismatch(
-    got: bytes | bytearray | memoryview,
-    want: bytes | bytearray,
-    *,
-    conn: int,
-    seq: int,
-    into: int,
-    size: int,
-) -> str:
-    """One sentence saying where an echo went wrong.
-
-    Args:
-        got: the bytes just received.
-        want: the bytes expected from the same point of the stream on.
-        conn: the connection's number.
-        seq: the message the first byte of ``got`` belongs to.
-        into: how many bytes of that message had arrived before ``got``.
-        size: bytes per message.
-    """
-    at = first_difference(got, want)
-    position = into + at
-    message, byte = seq + position // size, position % size
-    if at >= len(want):
-        return (
-            f"connection {conn}: more bytes arrived than were sent"
-            f" (after message {message - (byte == 0)})"
-        )
-    seen = bytes(got[at : at + 8]).hex()
-    sent = bytes(want[at : at + 8]).hex()
-    sentence = (
-        f"connection {conn}: message {message} differs at byte {byte} of {size}:"
-        f" got {seen}, sent {sent}"
-    )
-    start = at - byte
-    if byte < HEADER.size <= size and start >= 0 and start + HEADER.size <= len(got):
-        other_conn, other_seq = HEADER.unpack_from(bytes(got[start : start + HEADER.size]))
-        if other_seq < _PLAUSIBLE_SEQ:  # else not a header at all: the stream has shifted
-            sentence += f" (its header says connection {other_conn}, message {other_seq})"
-    return sentence

@@ -1,7 +1,10 @@
 """What a run will do, checked before anything is forked or connected.
 
-A :class:`Plan` is the whole run; a :class:`Share` is one load process's part
-of it.  Every limit is checked here, with a sentence saying what to change:
+A :class:`Plan` is the whole run, made from a
+:class:`~rawepoll.tools.loadgen.spec.LoadSpec` by :func:`make_plan`; a
+:class:`Share` is one load process's part of it.  The spec has checked its
+settings against each other; the plan checks them against the machine, with a
+sentence saying what to change:
 
 * ``RLIMIT_NOFILE`` caps the connections one process can hold (each is a
   descriptor; a few more are kept for the epoll instance, the control socket
@@ -10,7 +13,8 @@ of it.  Every limit is checked here, with a sentence saying what to change:
   ``net.ipv4.ip_local_port_range`` holds (28,232 by default), so more
   connections to one server port need more source addresses -- every address
   of 127.0.0.0/8 is a usable source on loopback;
-* the bytes in flight (``conns x pipeline x size`` per process) are bounded.
+* the bytes in flight (``conns x pipeline x size`` per process) are bounded;
+* the CPUs to pin to must be among those this process may use.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import ipaddress
 import math
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from rawepoll.tools.loadgen.spec import LoadSpec
 
 __all__ = [
     "FD_RESERVE",
@@ -36,7 +43,6 @@ __all__ = [
 FD_RESERVE: Final = 32  # descriptors a load process keeps for other things than connections
 STALL_S: Final = 10.0  # a connection without progress for this long is an error
 MAX_SOURCES: Final = 65536  # addresses in --source-addrs
-MAX_SIZE: Final = 64 << 20  # bytes per message
 MAX_IN_FLIGHT: Final = 2 << 30  # bytes in flight per process
 DEFAULT_GUARD_S: Final = 600.0  # wall-clock bound of a --messages run, unless given
 _PORT_RANGE: Final = "/proc/sys/net/ipv4/ip_local_port_range"
@@ -55,19 +61,19 @@ class Share:
 
 @dataclass(frozen=True)
 class Plan:
-    """A whole run, validated."""
+    """A whole run: its spec, checked against this machine, and how it is shared out."""
 
+    spec: LoadSpec
     family: int
     address: Any  # what connect() takes: (host, port), (host, port, flow, scope) or a path
     target: str  # the server, as people write it
-    conns: int
-    size: int
-    pipeline: int
-    duration: float | None
-    messages: int | None
-    sources: tuple[str, ...]
     shares: tuple[Share, ...]
     guard: float  # total wall-clock bound of the run, seconds
+
+    @property
+    def conns(self) -> int:
+        """Every connection of the run (the shares' sum)."""
+        return sum(share.conns for share in self.shares)
 
     @property
     def procs(self) -> int:
@@ -143,24 +149,8 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (k < total % parts) for k in range(parts)]
 
 
-def make_plan(
-    *,
-    host: str,
-    port: int,
-    unix: str | None,
-    conns: int,
-    size: int,
-    duration: float | None,
-    messages: int | None,
-    pipeline: int,
-    procs: int,
-    source_addrs: list[str] | None,
-    cpus: list[int] | None,
-    timeout: float | None,
-    fd_limit: int,
-    ports: int,
-) -> Plan:
-    """Check every argument and limit; split the connections over processes.
+def make_plan(spec: LoadSpec, *, fd_limit: int, ports: int) -> Plan:
+    """Check ``spec`` against this machine's limits; split the connections over processes.
 
     Args:
         fd_limit: the descriptors one load process may hold (``RLIMIT_NOFILE``).
@@ -169,80 +159,88 @@ def make_plan(
     Raises:
         ValueError: with a sentence saying what is wrong and what to do.
     """
-    if conns < 1:
-        raise ValueError(f"--conns must be at least 1, got {conns}")
-    if not 1 <= size <= MAX_SIZE:
-        raise ValueError(f"--size must be in 1..{MAX_SIZE}, got {size}")
-    if pipeline < 1:
-        raise ValueError(f"--pipeline must be at least 1, got {pipeline}")
-    if procs < 1:
-        raise ValueError(f"--procs must be at least 1, got {procs}")
-    if procs > conns:
-        raise ValueError(f"--procs {procs} is more than --conns {conns}: a process needs work")
-    if duration is None and messages is None:
-        raise ValueError("give a duration or a message count: the run must end")
-    if duration is not None and not (0 < duration < math.inf):
-        raise ValueError(f"--duration must be a positive number of seconds, got {duration}")
-    if messages is not None and messages < 1:
-        raise ValueError(f"--messages must be at least 1, got {messages}")
-    if timeout is not None and not (0 < timeout < math.inf):
-        raise ValueError(f"--timeout must be a positive number of seconds, got {timeout}")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0..65535, got {port}")
+    family, address, target = _destination(spec)
+    sources = spec.source_addrs or ()
+    _check_source_family(sources, family, target)
+    per_proc = math.ceil(spec.conns / spec.procs)
+    _check_descriptors(spec, per_proc, fd_limit)
+    if family != socket.AF_UNIX:
+        _check_ports(spec.conns, len(sources), ports)
+    _check_in_flight(spec, per_proc)
+    if spec.cpus is not None:
+        _check_cpus(spec.cpus)
+    return Plan(
+        spec=spec,
+        family=family,
+        address=address,
+        target=target,
+        shares=_shares(spec),
+        guard=_guard(spec, per_proc),
+    )
 
-    family: int
-    if unix is not None:
-        if source_addrs:
-            raise ValueError("--source-addrs is for TCP; a Unix socket has no source address")
-        family, address, target = socket.AF_UNIX, unix, f"unix:{unix}"
-    else:
-        family, address = _resolve(host, port)
-        target = f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
-    sources = tuple(source_addrs or ())
+
+def _destination(spec: LoadSpec) -> tuple[int, Any, str]:
+    """(family, what connect() takes, the server as people write it)."""
+    if spec.unix is not None:
+        return socket.AF_UNIX, spec.unix, f"unix:{spec.unix}"
+    family, address = _resolve(spec.host, spec.port)
+    if family == socket.AF_INET6:
+        return family, address, f"[{address[0]}]:{spec.port}"
+    return family, address, f"{address[0]}:{spec.port}"
+
+
+def _check_source_family(sources: Sequence[str], family: int, target: str) -> None:
     for source in sources:
         version = ipaddress.ip_address(source).version
         if (version == 6) != (family == socket.AF_INET6):
             raise ValueError(f"source address {source} is not of the server's family ({target})")
 
-    per_proc = math.ceil(conns / procs)
+
+def _check_descriptors(spec: LoadSpec, per_proc: int, fd_limit: int) -> None:
     room = fd_limit - FD_RESERVE
     if per_proc > room:
-        need = math.ceil(conns / max(1, room))
+        need = math.ceil(spec.conns / max(1, room))
         raise ValueError(
-            f"{conns} connections over {procs} process(es) is {per_proc} per process, but "
-            f"RLIMIT_NOFILE ({fd_limit}) lets a process hold {max(0, room)} "
+            f"{spec.conns} connections over {spec.procs} process(es) is {per_proc} per process, "
+            f"but RLIMIT_NOFILE ({fd_limit}) lets a process hold {max(0, room)} "
             f"({FD_RESERVE} descriptors kept back): use --procs {need} or more"
         )
-    if family != socket.AF_UNIX:
-        per_source = math.ceil(conns / max(1, len(sources)))
-        if per_source > ports:
-            need = math.ceil(conns / ports)
-            raise ValueError(
-                f"{per_source} connections per source address, but a source address has "
-                f"{ports} client ports (net.ipv4.ip_local_port_range): give --source-addrs "
-                f"with {need} addresses or more, e.g. 127.0.0.2-127.0.0.{need + 1}"
-            )
-    if per_proc * pipeline * size > MAX_IN_FLIGHT:
+
+
+def _check_ports(conns: int, sources: int, ports: int) -> None:
+    per_source = math.ceil(conns / max(1, sources))
+    if per_source > ports:
+        need = math.ceil(conns / ports)
         raise ValueError(
-            f"{per_proc} connections x pipeline {pipeline} x {size} bytes is more than "
-            f"{MAX_IN_FLIGHT >> 30} GiB in flight per process: use more --procs or less of those"
+            f"{per_source} connections per source address, but a source address has "
+            f"{ports} client ports (net.ipv4.ip_local_port_range): give --source-addrs "
+            f"with {need} addresses or more, e.g. 127.0.0.2-127.0.0.{need + 1}"
         )
 
-    if cpus is not None:
-        allowed = os.sched_getaffinity(0)
-        wrong = sorted(set(cpus) - allowed)
-        if not cpus or wrong:
-            raise ValueError(f"--cpus {cpus}: not among the allowed CPUs {sorted(allowed)}")
 
-    counts = _split(conns, procs)
-    budgets: list[int | None] = [None] * procs
-    if messages is not None:
-        parts = [messages * count // conns for count in counts]  # in proportion
-        for k in range(messages - sum(parts)):
-            parts[k % procs] += 1
-        budgets = list(parts)
+def _check_in_flight(spec: LoadSpec, per_proc: int) -> None:
+    if per_proc * spec.pipeline * spec.size > MAX_IN_FLIGHT:
+        raise ValueError(
+            f"{per_proc} connections x pipeline {spec.pipeline} x {spec.size} bytes is more "
+            f"than {MAX_IN_FLIGHT >> 30} GiB in flight per process: use more --procs or less "
+            f"of those"
+        )
+
+
+def _check_cpus(cpus: Sequence[int]) -> None:
+    allowed = os.sched_getaffinity(0)
+    wrong = sorted(set(cpus) - allowed)
+    if not cpus or wrong:
+        raise ValueError(f"--cpus {list(cpus)}: not among the allowed CPUs {sorted(allowed)}")
+
+
+def _shares(spec: LoadSpec) -> tuple[Share, ...]:
+    """Connections split as evenly as they go; messages in proportion; CPUs in turn."""
+    procs, cpus = spec.procs, spec.cpus
+    counts = _split(spec.conns, procs)
+    budgets = _budgets(spec.messages, counts)
     firsts = [sum(counts[:k]) for k in range(procs)]
-    shares = tuple(
+    return tuple(
         Share(
             index=k,
             first=firsts[k],
@@ -252,19 +250,24 @@ def make_plan(
         )
         for k in range(procs)
     )
-    if timeout is None:
-        ramp = 30.0 + per_proc / 500  # a slow ramp still connects 500 per second
-        timeout = ramp + (duration + 2 * STALL_S if duration is not None else DEFAULT_GUARD_S)
-    return Plan(
-        family=family,
-        address=address,
-        target=target,
-        conns=conns,
-        size=size,
-        pipeline=pipeline,
-        duration=duration,
-        messages=messages,
-        sources=sources,
-        shares=shares,
-        guard=timeout,
-    )
+
+
+def _budgets(messages: int | None, counts: list[int]) -> list[int | None]:
+    """Each process's part of ``messages``, in proportion to its connections."""
+    if messages is None:
+        return [None] * len(counts)
+    conns = sum(counts)
+    parts = [messages * count // conns for count in counts]
+    for k in range(messages - sum(parts)):
+        parts[k % len(counts)] += 1
+    return list(parts)
+
+
+def _guard(spec: LoadSpec, per_proc: int) -> float:
+    """The run's wall-clock bound: ``--timeout``, or enough for the ramp and the traffic."""
+    if spec.timeout is not None:
+        return spec.timeout
+    ramp = 30.0 + per_proc / 500  # a slow ramp still connects 500 per second
+    if spec.duration is not None:
+        return ramp + spec.duration + 2 * STALL_S
+    return ramp + DEFAULT_GUARD_S

@@ -22,13 +22,14 @@ control socket and exits.
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from rawepoll.epoll import Epoll
@@ -36,19 +37,34 @@ from rawepoll.events import EventArray
 from rawepoll.limits import SetLimit
 from rawepoll.tools.loadgen import latency
 from rawepoll.tools.loadgen.channel import Channel
+from rawepoll.tools.loadgen.control import (
+    Counts,
+    Done,
+    Failed,
+    Go,
+    Message,
+    Progress,
+    Ready,
+    Report,
+    Round,
+    Settled,
+    Stop,
+)
 from rawepoll.tools.loadgen.display import Monitor, Snapshot, TextMonitor
-from rawepoll.tools.loadgen.engine import child_main
+from rawepoll.tools.loadgen.engine import Engine, child_main
 from rawepoll.tools.loadgen.plan import STALL_S, Plan, Share, make_plan, port_range
 from rawepoll.tools.loadgen.result import LoadInterrupted, LoadResult
+from rawepoll.tools.loadgen.spec import LoadSpec
+from rawepoll.tools.loadgen.subscriber import Subscribers
+from rawepoll.tools.loadgen.wsengine import WebSocketEngine
 from rawepoll.unix import EPOLLIN
 
-__all__ = ["Holding", "execute", "prepare", "run_load"]
+__all__ = ["Holding", "engine_for", "execute", "prepare", "run_load"]
 
 STOP_GRACE_S: Final = 5.0  # after "stop", how long the load processes have to report
 EXIT_GRACE_S: Final = 5.0  # after its report, how long a load process has to exit
 _TICK_S: Final = 0.25
 _HELD: Final = {signal.SIGINT, signal.SIGTERM}
-_COUNTERS: Final = ("connected", "established", "errors", "mismatches", "messages")
 
 
 @dataclass(eq=False)
@@ -58,27 +74,29 @@ class _Child:
     pid: int
     share: Share
     channel: Channel
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    counts: Counts = field(default_factory=Counts)
     ready: bool = False
-    round: dict[str, Any] | None = None  # the last "round" report (Holding.measure)
-    done: dict[str, Any] | None = None
+    round: Report | None = None  # the last round's report (Holding.measure)
+    reached: int = 0  # broadcast: messages settled on every subscriber of the process (Settled)
+    done: Report | None = None
     failure: str | None = None
     gone: bool = False  # its control socket reached end-of-file
     reaped: bool = False
 
-    def take(self, message: dict[str, Any]) -> None:
-        kind = message.get("kind")
-        for name in _COUNTERS:
-            if name in message:
-                self.counts[name] = int(message[name])
-        if kind == "ready":
-            self.ready = True
-        elif kind == "round":
-            self.round = message
-        elif kind == "done":
-            self.done = message
-        elif kind == "failed":
-            self.failure = str(message.get("error"))
+    def take(self, message: Message) -> None:
+        match message:
+            case Progress(counts=counts):
+                self.counts = counts
+            case Ready(counts=counts):
+                self.counts, self.ready = counts, True
+            case Settled(count=count):
+                self.reached = count
+            case Round(report=report):
+                self.counts, self.round = report.counts, report
+            case Done(report=report):
+                self.counts, self.done = report.counts, report
+            case Failed(error=error):
+                self.failure = error
 
     @property
     def settled(self) -> bool:
@@ -86,21 +104,24 @@ class _Child:
         return self.gone or self.done is not None or self.failure is not None
 
 
-def prepare(
-    *,
-    host: str,
-    port: int,
-    unix: str | None,
-    conns: int,
-    size: int,
-    duration: float | None,
-    messages: int | None,
-    pipeline: int,
-    procs: int,
-    source_addrs: list[str] | None,
-    cpus: list[int] | None,
-    timeout: float | None,
-) -> Plan:
+class _Ending(enum.Enum):
+    """How a run ended."""
+
+    FINISHED = "finished"
+    GUARD = "guard"  # the wall-clock guard expired: the processes were stopped
+    INTERRUPTED = "interrupted"  # Ctrl-C (or SIGTERM turned into it)
+
+
+@dataclass
+class _Timing:
+    """When a run started, and when it went from the ramp to the measured traffic."""
+
+    started: float  # monotonic seconds
+    connect_s: float | None = None  # seconds until every process was ready
+    went: float = 0.0  # when "go" was said (monotonic); 0: not yet
+
+
+def prepare(spec: LoadSpec) -> Plan:
     """Check the extras and the limits, and make the plan.
 
     Raises ``RLIMIT_NOFILE``'s soft limit to the hard limit (:func:`rawepoll.SetLimit`),
@@ -108,117 +129,70 @@ def prepare(
 
     Raises:
         ImportError: hdrhistogram is missing (with the pip command that installs it).
-        ValueError: an argument or a limit does not allow the run.
+        ValueError: a limit does not allow the run.
     """
     latency.require()
-    return make_plan(
-        host=host,
-        port=port,
-        unix=unix,
-        conns=conns,
-        size=size,
-        duration=duration,
-        messages=messages,
-        pipeline=pipeline,
-        procs=procs,
-        source_addrs=source_addrs,
-        cpus=cpus,
-        timeout=timeout,
-        fd_limit=SetLimit(),
-        ports=port_range(),
-    )
+    return make_plan(spec, fd_limit=SetLimit(), ports=port_range())
 
 
-def run_load(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    unix: str | None = None,
-    conns: int = 100,
-    size: int = 64,
-    duration: float | None = 10.0,
-    messages: int | None = None,
-    pipeline: int = 1,
-    procs: int = 1,
-    source_addrs: list[str] | None = None,
-    cpus: list[int] | None = None,
-    progress: Callable[[str], None] | None = None,
-    timeout: float | None = None,
-) -> LoadResult:
+def run_load(*, progress: Callable[[str], None] | None = None, **options: Any) -> LoadResult:
     """Drive an echo server with closed-loop traffic, every byte verified; block until done.
 
-    ``conns`` connections to ``host:port`` (or the Unix socket ``unix``) are
-    spread over ``procs`` forked processes (process ``i`` pinned to
-    ``cpus[i % len(cpus)]`` if given) and over ``source_addrs`` (bound before
-    connect).  Each connection sends a ``size``-byte message, waits for its
-    whole echo, verifies every byte and sends the next, keeping ``pipeline``
-    messages in flight.  The measured traffic starts once every connection is
-    established and stops after ``duration`` seconds or ``messages`` messages
-    in all, whichever comes first (``duration=None``: the count only).
+    ``options`` are the fields of :class:`~rawepoll.tools.loadgen.spec.LoadSpec`,
+    each with its default there: ``conns`` connections to ``host:port`` (or the
+    Unix socket ``unix``) are spread over ``procs`` forked processes (process
+    ``i`` pinned to ``cpus[i % len(cpus)]`` if given) and over ``source_addrs``
+    (bound before connect).  Each connection sends a ``size``-byte message,
+    waits for its whole echo, verifies every byte and sends the next, keeping
+    ``pipeline`` messages in flight.  The measured traffic starts once every
+    connection is established and stops after ``duration`` seconds or
+    ``messages`` messages in all, whichever comes first (``duration=None``: the
+    count only).  ``timeout`` is the total wall-clock guard in seconds
+    (default: the ramp allowance plus ``duration`` + 20 s, or 600 s for a
+    message count).
 
     Args:
         progress: called with a plain progress line, at most once a second.
-        timeout: the total wall-clock guard in seconds (default: the ramp
-            allowance plus ``duration`` + 20 s, or 600 s for a message count).
 
     Returns:
         The merged :class:`LoadResult`; errors and mismatches are counted in
         it, not raised.
 
     Raises:
+        TypeError: an option that :class:`~rawepoll.tools.loadgen.spec.LoadSpec`
+            does not have.
         ValueError: an argument or a limit (``RLIMIT_NOFILE``, client ports)
             does not allow the run.
         ImportError: hdrhistogram is missing.
         LoadInterrupted: Ctrl-C; its ``result`` holds the partial figures.
     """
-    plan = prepare(
-        host=host,
-        port=port,
-        unix=unix,
-        conns=conns,
-        size=size,
-        duration=duration,
-        messages=messages,
-        pipeline=pipeline,
-        procs=procs,
-        source_addrs=source_addrs,
-        cpus=cpus,
-        timeout=timeout,
-    )
+    plan = prepare(LoadSpec(**options))
     return execute(plan, TextMonitor(progress) if progress is not None else None)
 
 
 def execute(plan: Plan, monitor: Monitor | None = None) -> LoadResult:
     """Run ``plan``: fork, supervise, merge (see the module docstring)."""
     children: list[_Child] = []
-    started = time.monotonic()
-    connect_s: list[float] = []
-    guard_expired = False
-    interrupted = False
+    timing = _Timing(started=time.monotonic())
+    ending = _Ending.FINISHED
     try:
         children = _spawn(plan)
         with Epoll() as ep:
             try:
-                guard_expired = _supervise(
-                    plan,
-                    children=children,
-                    ep=ep,
-                    monitor=monitor,
-                    started=started,
-                    connect_s=connect_s,
-                )
+                if _supervise(plan, children, ep, monitor, timing):
+                    ending = _Ending.GUARD
             except KeyboardInterrupt:
-                interrupted = True
+                ending = _Ending.INTERRUPTED
                 _stop(children)
                 _collect(children, ep, time.monotonic() + STOP_GRACE_S)
     finally:
         if monitor is not None:
             monitor.close()
         _end(children)
-    if not connect_s:
-        connect_s.append(time.monotonic() - started)
-    result = _merge(plan, children, connect_s[0], guard_expired, interrupted)
-    if interrupted:
+    if timing.connect_s is None:
+        timing.connect_s = time.monotonic() - timing.started
+    result = _merge(plan, children, timing.connect_s, ending)
+    if ending is _Ending.INTERRUPTED:
         raise LoadInterrupted(result)
     return result
 
@@ -232,6 +206,10 @@ class Holding:
     traffic.  A held connection is still watched: a byte nobody sent, a reset
     or an end-of-file counts as an error in the report :meth:`release` returns.
 
+    The load processes run ``engine`` (default: :func:`engine_for` the plan),
+    e.g. :class:`~rawepoll.tools.loadgen.wsholding.EchoedSubscribers` for
+    WebSocket subscribers each verified by an echo.
+
     Use as a context manager; leaving it reaps every load process, however
     the block ends::
 
@@ -241,8 +219,9 @@ class Holding:
             result = held.release()
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, engine: type[Engine] | None = None) -> None:
         self.plan = plan
+        self.engine = engine or engine_for(plan)  # what the load processes run
         self.children: list[_Child] = []
         self._ep: Epoll | None = None
         self._by_fd: dict[int, _Child] = {}
@@ -250,7 +229,7 @@ class Holding:
         self._connect_s = 0.0
 
     def __enter__(self) -> Holding:
-        self.children = _spawn(self.plan)  # before the Epoll: the children need no copy of it
+        self.children = _spawn(self.plan, self.engine)  # before the Epoll: none of it in them
         try:
             self._ep = Epoll()
         except BaseException:
@@ -276,7 +255,7 @@ class Holding:
     @property
     def counts(self) -> dict[str, int]:
         """The counters summed over load processes, as last reported."""
-        return {name: sum(child.counts[name] for child in self.children) for name in _COUNTERS}
+        return asdict(_total(self.children))
 
     def open(self, monitor: Monitor | None, deadline: float) -> float:
         """Wait until every process has its connections up (or failed); the seconds taken.
@@ -317,28 +296,46 @@ class Holding:
         for child in self.children:
             child.round = None
             if not child.settled:
-                _tell(child, "go", seconds=seconds, more=True, interval=interval)
+                _tell(child, Go(seconds=seconds, more=True, interval=interval))
         deadline = time.monotonic() + seconds + 2 * STALL_S + STOP_GRACE_S
         while not all(child.round is not None or child.settled for child in self.children):
             now = time.monotonic()
             if now >= deadline:
                 raise TimeoutError(f"a load process did not report a {seconds:g} s round")
             _receive(self._ep, self._events, self._by_fd, min(_TICK_S, deadline - now))
-        return _merge(self.plan, self.children, self._connect_s, False, False, pick=_round)
+        return _merge(self.plan, self.children, self._connect_s, pick=_round)
 
     def release(self) -> LoadResult:
         """Tell every process to stop, collect the reports, merge them."""
+        self.finish()
+        return _merge(self.plan, self.children, self._connect_s)
+
+    def poll(self, timeout: float) -> None:
+        """Take what the load processes say within ``timeout`` seconds (their messages
+        update :attr:`children`)."""
+        assert self._ep is not None, "use Holding as a context manager"
+        _receive(self._ep, self._events, self._by_fd, timeout)
+
+    def finish(self) -> None:
+        """Tell every process that has not reported its last to stop; collect the reports."""
         assert self._ep is not None, "use Holding as a context manager"
         _stop(self.children)
         _collect(self.children, self._ep, time.monotonic() + STOP_GRACE_S)
-        return _merge(self.plan, self.children, self._connect_s, False, False)
 
 
 # -- the load processes -----------------------------------------------------
 
 
-def _spawn(plan: Plan) -> list[_Child]:
+def engine_for(plan: Plan) -> type[Engine]:
+    """The engine of the plan's load processes: subscribers, WebSocket echo or raw TCP echo."""
+    if plan.spec.broadcast:
+        return Subscribers
+    return WebSocketEngine if plan.spec.protocol == "websocket" else Engine
+
+
+def _spawn(plan: Plan, engine: type[Engine] | None = None) -> list[_Child]:
     children: list[_Child] = []
+    engine = engine or engine_for(plan)
     try:
         for share in plan.shares:
             ours, theirs = socket.socketpair()
@@ -349,7 +346,7 @@ def _spawn(plan: Plan) -> list[_Child]:
                 ours.close()
                 for child in children:  # the other processes' control sockets are not ours
                     child.channel.close()
-                child_main(plan, share, theirs)
+                child_main(plan, share, theirs, engine)
             theirs.close()
             children.append(_Child(pid, share, Channel(ours)))
     except BaseException:
@@ -359,21 +356,14 @@ def _spawn(plan: Plan) -> list[_Child]:
 
 
 def _supervise(
-    plan: Plan,
-    *,
-    children: list[_Child],
-    ep: Epoll,
-    monitor: Monitor | None,
-    started: float,
-    connect_s: list[float],
+    plan: Plan, children: list[_Child], ep: Epoll, monitor: Monitor | None, timing: _Timing
 ) -> bool:
     """Ready, go, done; returns whether the wall-clock guard expired."""
     by_fd = {child.channel.fileno(): child for child in children}
     for fd in by_fd:
         ep.register(fd, EPOLLIN)
     events = EventArray(max(1, len(children)))
-    guard_at = started + plan.guard
-    went = 0.0
+    guard_at = timing.started + plan.guard
     while not all(child.settled for child in children):
         now = time.monotonic()
         if now >= guard_at:
@@ -381,15 +371,20 @@ def _supervise(
             _collect(children, ep, now + STOP_GRACE_S)
             return True
         _receive(ep, events, by_fd, min(_TICK_S, guard_at - now))
-        if not connect_s and all(child.ready or child.settled for child in children):
-            connect_s.append(time.monotonic() - started)
-            went = time.monotonic()
-            for child in children:
-                if child.ready and not child.settled:
-                    _tell(child, "go")
+        if timing.connect_s is None and all(child.ready or child.settled for child in children):
+            _go(children, timing)
         if monitor is not None:
-            monitor.update(_snapshot(plan, children, went))
+            monitor.update(_snapshot(plan, children, timing.went))
     return False
+
+
+def _go(children: list[_Child], timing: _Timing) -> None:
+    """Every process is ready: start the measured traffic in all at once."""
+    timing.connect_s = time.monotonic() - timing.started
+    timing.went = time.monotonic()
+    for child in children:
+        if child.ready and not child.settled:
+            _tell(child, Go())
 
 
 def _receive(ep: Epoll, events: EventArray, by_fd: dict[int, _Child], timeout: float) -> None:
@@ -409,9 +404,9 @@ def _receive(ep: Epoll, events: EventArray, by_fd: dict[int, _Child], timeout: f
             ep.unregister(fd)
 
 
-def _tell(child: _Child, what: str, **more: Any) -> None:
+def _tell(child: _Child, command: Go | Stop) -> None:
     try:
-        child.channel.send({"do": what, **more})
+        child.channel.send(command)
     except OSError:
         pass  # it is gone; its end-of-file says so
 
@@ -419,7 +414,7 @@ def _tell(child: _Child, what: str, **more: Any) -> None:
 def _stop(children: list[_Child]) -> None:
     for child in children:
         if not child.settled:
-            _tell(child, "stop")
+            _tell(child, Stop())
 
 
 def _collect(children: list[_Child], ep: Epoll, deadline: float) -> None:
@@ -481,30 +476,33 @@ def _reap(pid: int, within: float | None) -> int | None:
 # -- merging ------------------------------------------------------------------
 
 
+def _total(children: list[_Child]) -> Counts:
+    return sum((child.counts for child in children), Counts())
+
+
 def _snapshot(plan: Plan, children: list[_Child], went: float) -> Snapshot:
     now = time.monotonic()
-    sums = {name: sum(child.counts[name] for child in children) for name in _COUNTERS}
-    phase = "ramp" if not went else "run"
+    sums = _total(children)
     return Snapshot(
-        phase=phase,
+        phase="run" if went else "ramp",
         now=now,
         elapsed=now - went if went else 0.0,
         conns=plan.conns,
-        connected=sums["connected"],
-        established=sums["established"],
-        errors=sums["errors"],
-        mismatches=sums["mismatches"],
-        messages=sums["messages"],
-        duration=plan.duration,
-        target=plan.messages,
+        connected=sums.connected,
+        established=sums.established,
+        errors=sums.errors,
+        mismatches=sums.mismatches,
+        messages=sums.messages,
+        duration=plan.spec.duration,
+        target=plan.spec.messages,
     )
 
 
-def _round(child: _Child) -> dict[str, Any] | None:
+def _round(child: _Child) -> Report | None:
     return child.round
 
 
-def _final(child: _Child) -> dict[str, Any] | None:
+def _final(child: _Child) -> Report | None:
     return child.done
 
 
@@ -512,36 +510,20 @@ def _merge(
     plan: Plan,
     children: list[_Child],
     connect_s: float,
-    guard_expired: bool,
-    interrupted: bool,
-    *,
-    pick: Callable[[_Child], dict[str, Any] | None] = _final,
+    ending: _Ending = _Ending.FINISHED,
+    pick: Callable[[_Child], Report | None] = _final,
 ) -> LoadResult:
     """One result from each child's report (``pick``: the final one unless told)."""
-    problems: list[str] = []
-    errors = 0
-    for child in children:
-        report = pick(child)
-        if report is not None:
-            problems.extend(str(text) for text in report.get("problems", []))
-        elif child.failure is not None:
-            errors += 1
-            problems.append(f"load process {child.share.index} failed: {child.failure}")
-        elif not interrupted:
-            errors += 1
-            problems.append(f"load process {child.share.index} ended without a report")
-    if guard_expired:
-        errors += 1
-        problems.append(f"the wall-clock guard of {plan.guard:g} s expired: run stopped")
     reports = [report for report in map(pick, children) if report is not None]
-    messages = sum(int(report["messages"]) for report in reports)
-    seconds = max((float(report["seconds"]) for report in reports), default=0.0)
-    histogram = latency.merge(str(report["histogram"]) for report in reports)
-    figures = latency.percentiles(histogram)
-    volume = messages * plan.size
+    errors, problems = _problems(plan, children, ending, pick)
+    messages = sum(report.counts.messages for report in reports)
+    seconds = max((report.seconds for report in reports), default=0.0)
+    figures = latency.percentiles(latency.merge(report.histogram for report in reports))
+    volume = messages * plan.spec.size
+    counts = _total(children)
     return LoadResult(
         conns=plan.conns,
-        established=sum(child.counts["established"] for child in children),
+        established=counts.established,
         messages=messages,
         bytes=volume,
         seconds=seconds,
@@ -553,12 +535,35 @@ def _merge(
         p999_us=figures["p999_us"],
         max_us=figures["max_us"],
         connect_s=connect_s,
-        errors=errors + sum(child.counts["errors"] for child in children),
-        mismatches=sum(child.counts["mismatches"] for child in children),
+        errors=errors + counts.errors,
+        mismatches=counts.mismatches,
         procs=plan.procs,
-        loadgen_cpu_s=sum(float(report["cpu_s"]) for report in reports),
-        size=plan.size,
-        pipeline=plan.pipeline,
-        interrupted=interrupted or guard_expired,
+        loadgen_cpu_s=sum(report.cpu_s for report in reports),
+        size=plan.spec.size,
+        pipeline=plan.spec.pipeline,
+        interrupted=ending is not _Ending.FINISHED,
         problems=problems,
+        protocol=plan.spec.protocol,
     )
+
+
+def _problems(
+    plan: Plan, children: list[_Child], ending: _Ending, pick: Callable[[_Child], Report | None]
+) -> tuple[int, list[str]]:
+    """The errors of the run itself (not of its connections), and every problem in words."""
+    problems: list[str] = []
+    errors = 0
+    for child in children:
+        report = pick(child)
+        if report is not None:
+            problems.extend(report.problems)
+        elif child.failure is not None:
+            errors += 1
+            problems.append(f"load process {child.share.index} failed: {child.failure}")
+        elif ending is not _Ending.INTERRUPTED:
+            errors += 1
+            problems.append(f"load process {child.share.index} ended without a report")
+    if ending is _Ending.GUARD:
+        errors += 1
+        problems.append(f"the wall-clock guard of {plan.guard:g} s expired: run stopped")
+    return errors, problems

@@ -10,7 +10,8 @@ transport flushes and closes.
 
 :mod:`rawepoll.tools.compare.peers.uvloop_protocol` runs this very protocol on uvloop.
 
-Usage: ``python -m rawepoll.tools.compare.peers.asyncio_protocol [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.asyncio_protocol [--host HOST] [--port PORT]
+[--status-fd N]``.
 """
 
 from __future__ import annotations
@@ -42,20 +43,21 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
 
-async def serve_until_stopped(server: asyncio.Server) -> None:
+async def serve_until_stopped(server: asyncio.Server, status_fd: int | None) -> None:
     """Announce an asyncio server, serve until SIGTERM or SIGINT, then close it."""
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
-    announce(server.sockets[0])
+    announce(server.sockets[0], status_fd)
     async with server:
         await stopped.wait()
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, status_fd: int | None = None) -> None:
     loop = asyncio.get_running_loop()
-    await serve_until_stopped(await loop.create_server(EchoProtocol, host, port, backlog=4096))
+    server = await loop.create_server(EchoProtocol, host, port, backlog=4096)
+    await serve_until_stopped(server, status_fd)
 
 
 def main(
@@ -65,7 +67,7 @@ def main(
     args = parse_args(__doc__, argv)
     loop = loop_factory()
     try:
-        loop.run_until_complete(serve(args.host, args.port))
+        loop.run_until_complete(serve(args.host, args.port, args.status_fd))
     finally:
         loop.close()
     return 0

@@ -6,7 +6,8 @@ The idiom the asyncio documentation teaches: ``asyncio.start_server`` calls
 ``await writer.drain()`` (which waits only when the transport's buffer is
 above its high-water mark), and closes after EOF.
 
-Usage: ``python -m rawepoll.tools.compare.peers.asyncio_streams [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.asyncio_streams [--host HOST] [--port PORT]
+[--status-fd N]``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             await writer.wait_closed()
 
 
-async def serve(host: str, port: int) -> None:
-    await serve_until_stopped(await asyncio.start_server(handle, host, port, backlog=4096))
+async def serve(host: str, port: int, status_fd: int | None = None) -> None:
+    server = await asyncio.start_server(handle, host, port, backlog=4096)
+    await serve_until_stopped(server, status_fd)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, args.status_fd))
     return 0
 
 

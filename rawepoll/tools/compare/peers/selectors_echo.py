@@ -14,7 +14,8 @@ peer rather than a strawman:
 * a peer's half-close (EOF) is answered by flushing what is pending, then
   closing; an error on one connection closes that connection only.
 
-Usage: ``python -m rawepoll.tools.compare.peers.selectors_echo [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.selectors_echo [--host HOST] [--port PORT]
+[--status-fd N]``.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def accept_all(selector: selectors.BaseSelector, listener: socket.socket) -> Non
         Connection(selector, sock)
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, status_fd: int | None = None) -> None:
     listener = socket.create_server(
         (host, port),
         family=socket.AF_INET6 if ":" in host else socket.AF_INET,
@@ -130,7 +131,7 @@ def serve(host: str, port: int) -> None:
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
-    announce(listener)
+    announce(listener, status_fd)
     try:
         while True:
             for key, mask in selector.select():
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    serve(args.host, args.port)
+    serve(args.host, args.port, args.status_fd)
     return 0
 
 

@@ -4,7 +4,8 @@ The protocol is imported, not copied, so the two peers differ only in the
 event loop (uvloop: libuv and Cython, TCP_NODELAY on TCP transports).  uvloop
 is an optional extra: without it this module exits with status 2 and says so.
 
-Usage: ``python -m rawepoll.tools.compare.peers.uvloop_protocol [--host HOST] [--port PORT]``.
+Usage: ``python -m rawepoll.tools.compare.peers.uvloop_protocol [--host HOST] [--port PORT]
+[--status-fd N]``.
 """
 
 from __future__ import annotations

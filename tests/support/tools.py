@@ -1,14 +1,9 @@
-"""Running the hardening tools (``python -m hardening.X --json``) as children, bounded.
+"""The hardening tools as commands (``python -m hardening.X ... --json``), bounded.
 
 A tool starts servers and client processes of its own, each in a session of
 its own; on SIGTERM it unwinds and stops every one of them.  So a run that
-overstays its bound gets SIGTERM first, then SIGKILL.
-
-This folder has neither ``__init__.py`` nor ``conftest.py`` on purpose.  As a
-package it would be imported under the name ``hardening`` (``tests/`` is not a
-package) and hide the real ``hardening`` package from the tests that import
-it; a ``conftest.py`` here would be imported as ``conftest`` and hide
-``tests/conftest.py``.  So the test modules import this one by its own name.
+overstays its bound gets SIGTERM first, then SIGKILL of its group.  The tests
+read the tool's JSON report and exit status, never its internals.
 """
 
 from __future__ import annotations
@@ -21,8 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HERE = os.path.dirname(os.path.abspath(__file__))
+from support.children import REPO_ROOT, python_env
+
+BROKEN_ECHO = os.path.join(REPO_ROOT, "tests", "hardening", "corrupting_echo.py")
 UNWIND_BOUND = 30.0  # after SIGTERM, for the tool to stop what it started
 
 
@@ -38,8 +34,6 @@ class ToolRun:
 
 def run_tool(module: str, *args: str, bound: float = 60.0) -> ToolRun:
     """``python -m hardening.MODULE ARGS --json``: exit status, the JSON report, stderr."""
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + (os.pathsep + path if path else ""))
     with subprocess.Popen(
         [sys.executable, "-m", f"hardening.{module}", *args, "--json"],
         stdin=subprocess.DEVNULL,
@@ -47,7 +41,7 @@ def run_tool(module: str, *args: str, bound: float = 60.0) -> ToolRun:
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO_ROOT,
-        env=env,
+        env=python_env(),
         start_new_session=True,
     ) as proc:
         try:
@@ -62,6 +56,10 @@ def run_tool(module: str, *args: str, bound: float = 60.0) -> ToolRun:
             raise AssertionError(
                 f"hardening.{module} still running after {bound} s\n{err}"
             ) from None
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
     try:
         report = json.loads(out)
     except json.JSONDecodeError:
@@ -71,4 +69,4 @@ def run_tool(module: str, *args: str, bound: float = 60.0) -> ToolRun:
 
 def corrupting_command(how: str) -> str:
     """The command line of the broken echo server (``flip`` or ``close``)."""
-    return f"{sys.executable} {os.path.join(HERE, 'corrupting_echo.py')} {how}"
+    return f"{sys.executable} {BROKEN_ECHO} {how}"
