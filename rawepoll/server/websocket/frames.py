@@ -84,14 +84,44 @@ def valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+# Two ways to XOR a payload with its repeated 4-byte key, measured with callgrind
+# (instructions per call; CPython 3.11):
+#
+#   bytes     as one big integer       four strided translates
+#   64        5,000                    16,400
+#   4,096     150,000                  108,000
+#
+# The integer way converts bytes to an int and back (about 25 instructions a
+# byte, the XOR itself is cheap); the strided way copies each quarter out and
+# back (payload[i::4], translated by a table XORing with key byte i).  Below
+# _STRIDED_FROM bytes the integer wins.
+_STRIDED_FROM: Final = 1024
+_XOR_TABLES: Final = [bytes(i ^ k for i in range(256)) for k in range(256)]
+_REPEATS: dict[int, int] = {}  # n -> the int with a 1 at every 4th byte, n bytes long
+
+
+def _repeat(n: int) -> int:
+    repeat = _REPEATS.get(n)
+    if repeat is None:
+        if len(_REPEATS) >= 1024:  # messages of many sizes: keep the table bounded
+            _REPEATS.clear()
+        repeat = _REPEATS[n] = int.from_bytes(b"\x01\0\0\0" * ((n + 3) // 4), "little")
+    return repeat
+
+
 def unmask(payload: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview) -> bytes:
     """``payload`` XOR the 4-byte ``key`` repeated (masking and unmasking are the same)."""
     n = len(payload)
     if n == 0:
         return b""
-    repeated = bytes(key) * (n // 4 + 1)
-    value = int.from_bytes(payload, "little") ^ int.from_bytes(repeated[:n], "little")
-    return value.to_bytes(n, "little")
+    if n < _STRIDED_FROM:
+        value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little") * _repeat(n)
+        return (value & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+    source = bytes(payload)
+    out = bytearray(source)
+    for i in range(4):
+        out[i::4] = source[i::4].translate(_XOR_TABLES[key[i]])
+    return bytes(out)
 
 
 def _header(first: int, n: int, mask_bit: int) -> bytes:

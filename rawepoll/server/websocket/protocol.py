@@ -292,6 +292,8 @@ class WebSocketProtocol:
         """
         n = len(data)
         if self.state[fd] != OPEN or not 6 <= n <= self.inline_most:
+            if n > 131 and self.state[fd] == OPEN:
+                return self._medium(data, fd, n)
             return self._general(bytes(data), fd)
         whole = _from_bytes(data, "little")  # header, key and payload: one integer
         head = whole & 0xFFFF  # an AND with a small int is a small int: no copy of the rest
@@ -312,6 +314,34 @@ class WebSocketProtocol:
             return self._message(fd, text)
         if self.echo:
             return _BINARY_HEADER[length] + payload
+        return self._message(fd, payload)
+
+    def _medium(self, data: memoryview, fd: int, n: int) -> bytes | None:
+        """The inline path for one whole frame of 126..65535 bytes (a 16-bit length).
+
+        As for small frames, without the general path's copies; the payload is
+        unmasked by :func:`~rawepoll.server.websocket.frames.unmask`.
+        """
+        first = data[0]
+        length = data[2] << 8 | data[3]
+        if (
+            data[1] != 0xFE  # masked, 16-bit length
+            or (first != 0x81 and first != 0x82)  # noqa: PLR1714
+            or n != length + 8
+            or length > self.options.max_message
+        ):
+            return self._general(bytes(data), fd)  # several frames, or anything unusual
+        payload = frames.unmask(data[8:], data[4:8])
+        if first == 0x81:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._general(bytes(data), fd)  # 1007: the general path fails it
+            if self.echo:
+                return bytes((0x81, 126, length >> 8, length & 0xFF)) + payload
+            return self._message(fd, text)
+        if self.echo:
+            return bytes((0x82, 126, length >> 8, length & 0xFF)) + payload
         return self._message(fd, payload)
 
     # -- the general path ----------------------------------------------------
