@@ -8,7 +8,7 @@ from collections.abc import Callable
 from rawepoll.server import broker, control, listen
 from rawepoll.server.config import ServerConfig, plan_workers
 from rawepoll.server.faults import HandlerError, check_handler, describe
-from rawepoll.server.handler import EchoHandler, Handler
+from rawepoll.server.handler import EchoHandler, Handler, Lifecycle
 from rawepoll.server.loop import WorkerConfig
 from rawepoll.server.report import Event, Ready, Reporter
 from rawepoll.server.supervisor import Supervisor, run_single
@@ -46,6 +46,7 @@ def serve(
     """
     config.check()
     handler, shared_handler = _handler(config)  # refused here, before anything listens
+    Lifecycle.of(handler)  # cached now, inherited by the workers (see Lifecycle)
     workers, per_worker = plan_workers(config.workers, config.max_conns)
     brokers = (broker.extension(config.broker),) if config.broker is not None else ()
     control_socket = control.open_socket(config.control)  # None unless --control

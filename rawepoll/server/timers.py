@@ -133,7 +133,7 @@ class TimerWheel:
         self.slots = slots
         self._origin = now
         self._tick = 0  # the last tick processed
-        self._buckets: list[list[Timer]] = [[] for _ in range(slots)]
+        self._buckets: dict[int, list[Timer]] = {}  # only non-empty ones: 4,096 lists cost 256 KiB
         self._occupied = bytearray(slots)
         self.pending = 0  # timers in buckets, cancelled ones included until dropped
 
@@ -162,7 +162,7 @@ class TimerWheel:
         due = max(self._tick + 1, math.ceil((timer.when - self._origin) / self.tick))
         timer.rounds = (due - self._tick - 1) // self.slots
         slot = due % self.slots
-        self._buckets[slot].append(timer)
+        self._buckets.setdefault(slot, []).append(timer)
         self._occupied[slot] = 1
         self.pending += 1
 
@@ -190,7 +190,7 @@ class TimerWheel:
         return fired
 
     def _visit(self, slot: int, fired: list[Timer]) -> None:
-        bucket = self._buckets[slot]
+        bucket = self._buckets.pop(slot, [])
         keep: list[Timer] = []
         for timer in bucket:
             if timer.cancelled:
@@ -201,7 +201,8 @@ class TimerWheel:
             else:
                 self.pending -= 1
                 fired.append(timer)
-        self._buckets[slot] = keep
+        if keep:
+            self._buckets[slot] = keep
         self._occupied[slot] = 1 if keep else 0
 
     def _next_occupied(self) -> int | None:

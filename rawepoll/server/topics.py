@@ -28,6 +28,8 @@ from typing import Final
 
 __all__ = ["MAX_TOPIC_BYTES", "Topics", "check_topic", "token_of"]
 
+_NONE: Final = array("I")  # the per-fd arrays before the first subscription: empty
+
 MAX_TOPIC_BYTES: Final = 255  # UTF-8 bytes of a topic name (a Redis channel may be longer)
 _FD_MASK: Final = 0xFFFFFFFF
 
@@ -81,8 +83,10 @@ class Topics:
         self._by_name: dict[str, _Topic] = {}
         self._by_ident: list[_Topic | None] = [None]  # ident 0 means "none"
         self._free: list[int] = []
-        self._first = array("I", bytes(4 * fd_limit))  # ident of the fd's first topic
-        self._pos = array("I", bytes(4 * fd_limit))  # its entry's index in that topic
+        # Allocated at the first subscription (a server without push never pays for them).
+        self._fd_limit = fd_limit
+        self._first = _NONE  # ident of the fd's first topic
+        self._pos = _NONE  # its entry's index in that topic
         self._more: dict[int, dict[int, int]] = {}  # fd -> {ident: index}, 2nd+ topics
         self.on_first = on_first
         self.on_last = on_last
@@ -112,13 +116,15 @@ class Topics:
 
     def topics_of(self, fd: int) -> list[str]:
         """The topics connection ``fd`` subscribes to."""
+        if not self._first:
+            return []
         idents = [self._first[fd]] if self._first[fd] else []
         idents += list(self._more.get(fd, ()))
         return [topic.name for i in idents if (topic := self._by_ident[i]) is not None]
 
     def subscribed(self, fd: int, name: str) -> bool:
         topic = self._by_name.get(name)
-        if topic is None:
+        if topic is None or not self._first:
             return False
         return self._first[fd] == topic.ident or topic.ident in self._more.get(fd, ())
 
@@ -126,6 +132,9 @@ class Topics:
 
     def subscribe(self, fd: int, token: int, name: str) -> bool:
         """Subscribe connection ``fd`` (``token``) to ``name``; False if it already was."""
+        if not self._first:
+            self._first = array("I", bytes(4 * self._fd_limit))
+            self._pos = array("I", bytes(4 * self._fd_limit))
         topic = self._by_name.get(name)
         if topic is None:
             topic = self._create(name)
@@ -162,6 +171,8 @@ class Topics:
 
     def drop(self, fd: int) -> None:
         """Connection ``fd`` closed: remove every subscription it had."""
+        if not self._first:
+            return
         ident = self._first[fd]
         if not ident:
             return

@@ -10,7 +10,8 @@ keeps per connection, and when:
   "ping unanswered" byte.  An upgraded, idle, subscribed connection costs
   those two bytes, its subscription (8 bytes) and the loop's own per-fd
   arrays -- no Python object;
-* while a handshake is incomplete: the HTTP parser (dropped at the upgrade);
+* while an upgrade request is incomplete (rarely: it usually comes in one
+  read): its bytes so far;
 * while a frame is incomplete: its bytes so far;
 * while a fragmented message is incomplete: its fragments, and for text an
   incremental UTF-8 decoder, so invalid UTF-8 is caught across fragment
@@ -218,7 +219,7 @@ class WebSocketProtocol:
         self.ping_round = 0  # 1..255, the heartbeat's rounds
         self.partial: dict[int, bytes] = {}  # an incomplete frame's bytes
         self.fragments: dict[int, _Fragments] = {}
-        self.handshakes: dict[int, Handshake] = {}
+        self.handshakes: dict[int, bytes] = {}  # an incomplete upgrade request so far
         self.deadlines: dict[int, float] = {}  # handshaking or closing: close by then
 
     # -- set-up, per worker ----------------------------------------------------
@@ -243,7 +244,6 @@ class WebSocketProtocol:
     def connection_made(self, fd: int) -> None:
         self.state[fd] = HANDSHAKE
         self.unanswered[fd] = 0
-        self.handshakes[fd] = Handshake(self.options.origins)
         self.deadlines[fd] = time.monotonic() + self.options.handshake_timeout
 
     def connection_lost(self, fd: int, reason: str) -> None:
@@ -482,11 +482,22 @@ class WebSocketProtocol:
     # -- the handshake ---------------------------------------------------------
 
     def _handshake(self, fd: int, data: bytes) -> bytes | None:
-        handshake = self.handshakes[fd]
+        """The upgrade request: parsed when it is whole, which is nearly always in one read.
+
+        Nothing is kept for a connection whose request came whole; an incomplete
+        one keeps its bytes (at most ``MAX_REQUEST``, the parser refuses more)
+        and is parsed again, whole, when more arrive.  A burst of new
+        connections thus holds no parser each, only the requests still cut.
+        """
+        earlier = self.handshakes.pop(fd, None)
+        if earlier is not None:
+            data = earlier + data
+        handshake = Handshake(self.options.origins)
         conn = self.hub.connection(fd)
         try:
             request = handshake.feed(data)
             if request is None:
+                self.handshakes[fd] = data
                 return None
             if not self.app.route(request):
                 raise Rejection(404, f"nothing is served at {request.path}")
@@ -495,7 +506,6 @@ class WebSocketProtocol:
             conn.send(error_response(rejection))
             conn.close()
             return None
-        del self.handshakes[fd]
         del self.deadlines[fd]
         conn.send(upgrade_response(request, self._subprotocol(request.subprotocols)))
         self.state[fd] = OPEN
