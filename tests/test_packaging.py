@@ -132,8 +132,13 @@ def test_wheel_holds_every_module_and_py_typed_and_nothing_else(dist: Dist) -> N
     names = wheel_names(dist)
     info = f"rawepoll-{rawepoll.__version__}.dist-info/"
     package = {name for name in names if not name.startswith(info)}
-    # The peers compare builds at run time: the C fan-out floor and the Go WebSocket server.
-    built = {"rawepoll/tools/compare/c/fanout.c", "rawepoll/tools/compare/peers/gorilla/main.go"}
+    # The peers compare builds at run time: the C echo server and fan-out floor, and the Go
+    # WebSocket server.
+    built = {
+        "rawepoll/tools/compare/c/echo.c",
+        "rawepoll/tools/compare/c/fanout.c",
+        "rawepoll/tools/compare/peers/gorilla/main.go",
+    }
     assert package == source_modules(dist) | {"rawepoll/py.typed"} | built
     for subpackage in ("server", "tools", "tools/loadgen", "tools/compare", "tools/compare/peers"):
         assert f"rawepoll/{subpackage}/__init__.py" in names

@@ -13,6 +13,7 @@ HOST:PORT`` for people too):
 ``asyncio protocol``      ``python -m rawepoll.tools.compare.peers.asyncio_protocol``
 ``asyncio streams``       ``python -m rawepoll.tools.compare.peers.asyncio_streams``
 ``uvloop protocol``       ``python -m rawepoll.tools.compare.peers.uvloop_protocol``
+``C epoll``               ``python -m rawepoll.tools.compare.peers.c_echo`` (c/echo.c, built with gcc)
 ========================  ===================================================
 
 Every one of them is a single process (``rawepoll serve`` with its default of
@@ -30,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import shutil
 import socket
 import sys
 import time
@@ -63,6 +65,8 @@ class Contender:
 
     def missing(self) -> str | None:
         """Why this contender cannot run here, or None."""
+        if self.needs == "gcc":  # a C peer, built at its start
+            return None if shutil.which("gcc") else "gcc is not installed (no C peer)"
         try:
             found = importlib.util.find_spec(self.needs) is not None
         except ModuleNotFoundError:
@@ -84,6 +88,7 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("asyncio protocol", ("-m", f"{PEERS}.asyncio_protocol"), "asyncio"),
     Contender("asyncio streams", ("-m", f"{PEERS}.asyncio_streams"), "asyncio"),
     Contender("uvloop protocol", ("-m", f"{PEERS}.uvloop_protocol"), "uvloop"),
+    Contender("C epoll", ("-m", f"{PEERS}.c_echo"), "gcc"),
 )
 
 
