@@ -25,13 +25,13 @@ median of per-round ratios to picows (on uvloop when it runs, else on asyncio).
 measures it over TCP): per round and server, a fresh server, primed; a warm-up
 of :data:`WARM_UP` connections upgraded, echoed once and closed; settle, and
 let the server's descriptor count hold still (it closes the warm-up's
-connections as it reads their ends); RSS and PSS *before*; ``memory_conns`` connections upgraded and echoed once each
-(the held connections of :class:`rawepoll.tools.loadgen.workers.Holding`,
-from source addresses of 127.0.0.0/8 beyond
-:data:`~rawepoll.tools.compare.memory.PER_SOURCE`), then idle; settle; the
-server must hold that many more descriptors; RSS and PSS *after*:
-``(after - before) / N``.  Also: the server's CPU per upgraded connection over
-the opening (accept, handshake, one echo).
+connections as it reads their ends); RSS and PSS *before*; ``memory_conns``
+connections upgraded and echoed once each (the held connections of
+:class:`rawepoll.tools.loadgen.workers.Holding`, from source addresses of
+127.0.0.0/8 beyond :data:`~rawepoll.tools.compare.memory.PER_SOURCE`), then
+idle; settle; the server must hold that many more descriptors; RSS and PSS
+*after*: ``(after - before) / N``.  Also: the server's CPU per upgraded
+connection over the opening (accept, handshake, one echo).
 
 A wrong byte, a refused or wrong handshake, an error or a connection that
 never echoes is a bug, not a number: that server is reported FAILED, takes no
