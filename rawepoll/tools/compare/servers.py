@@ -13,7 +13,7 @@ HOST:PORT`` for people too):
 ``asyncio protocol``      ``python -m rawepoll.tools.compare.peers.asyncio_protocol``
 ``asyncio streams``       ``python -m rawepoll.tools.compare.peers.asyncio_streams``
 ``uvloop protocol``       ``python -m rawepoll.tools.compare.peers.uvloop_protocol``
-``C epoll``               ``python -m rawepoll.tools.compare.peers.c_echo`` (c/echo.c, built with gcc)
+``C epoll``               ``python -m rawepoll.tools.compare.peers.c_echo`` (c/echo.c, gcc)
 ========================  ===================================================
 
 Every one of them is a single process (``rawepoll serve`` with its default of
