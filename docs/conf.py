@@ -56,10 +56,14 @@ html_title = f"rawepoll {release}"
 html_show_sourcelink = False
 
 
-def _no_borrowed_docstring(  # noqa: PLR0917 -- the signature of a Sphinx event
-    app: object, what: str, name: str, obj: object, options: object, lines: list[str]
+def _no_borrowed_docstring(
+    _app: object, what: str, _name: str, obj: object, _options: object, lines: list[str]
 ) -> None:
-    """A constant has no docstring of its own: show its value in hex, not int's docstring."""
+    """A constant has no docstring of its own: show its value in hex, not int's docstring.
+
+    (The arguments of Sphinx's ``autodoc-process-docstring`` event, which passes them by
+    position; those unused here are named ``_*``.)
+    """
     if what not in ("data", "attribute") or type(obj).__doc__ is None:
         return
     borrowed = type(obj).__doc__.expandtabs().strip().splitlines()

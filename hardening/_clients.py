@@ -500,40 +500,54 @@ class Mixed:
                 if not self.conns or now >= give_up:
                     break
             else:
-                self.top_up(now)
-                if not self.ready_sent and self.is_ready():
-                    self.ready_sent = True
-                    emit({"event": "ready", "t": now, "open": len(self.conns)})
-            wait = TICK
-            if self.timers:
-                wait = max(0.0, min(wait, self.timers[0][0] - now))
-            for key, events in self.selector.select(wait):
-                conn: Conn | None = key.data
-                if conn is None:
-                    self.read_stdin(stdin, now)
-                    continue
-                if key.fd not in self.conns or self.conns[key.fd] is not conn:
-                    continue  # ended earlier in this batch
-                if not conn.connected:
-                    self.connected(conn, now)
-                    continue
-                if events & selectors.EVENT_WRITE:
-                    self.send(conn)
-                if events & selectors.EVENT_READ and self.conns.get(key.fd) is conn:
-                    self.receive(conn, now)
-                self.update(conn)
+                self.grow(now)
+            self.serve_ready(stdin, now)
             now = time.monotonic()
-            while self.timers and self.timers[0][0] <= now:
-                _, cid, fd = heapq.heappop(self.timers)
-                due = self.conns.get(fd)
-                if due is not None and due.cid == cid:
-                    self.timer(due, now)
+            self.fire_timers(now)
             if now >= next_sweep:
                 next_sweep = now + SWEEP
                 self.sweep(now)
         for conn in list(self.conns.values()):
             self.end(conn, "failed", "unfinished at the end")
         return self.report()
+
+    def grow(self, now: float) -> None:
+        """Open what the targets ask for; say ``ready`` the first time they are met."""
+        self.top_up(now)
+        if not self.ready_sent and self.is_ready():
+            self.ready_sent = True
+            emit({"event": "ready", "t": now, "open": len(self.conns)})
+
+    def serve_ready(self, stdin: int, now: float) -> None:
+        """Wait for readiness (at most a tick, less if a timer is due sooner) and serve it."""
+        wait = TICK
+        if self.timers:
+            wait = max(0.0, min(wait, self.timers[0][0] - now))
+        for key, events in self.selector.select(wait):
+            conn: Conn | None = key.data
+            if conn is None:
+                self.read_stdin(stdin, now)
+            elif self.conns.get(key.fd) is conn:  # else ended earlier in this batch
+                self.serve(conn, key.fd, events, now)
+
+    def serve(self, conn: Conn, fd: int, events: int, now: float) -> None:
+        """One readiness event of ``conn``."""
+        if not conn.connected:
+            self.connected(conn, now)
+            return
+        if events & selectors.EVENT_WRITE:
+            self.send(conn)
+        if events & selectors.EVENT_READ and self.conns.get(fd) is conn:
+            self.receive(conn, now)
+        self.update(conn)
+
+    def fire_timers(self, now: float) -> None:
+        """Run every timer due by ``now`` whose connection is still the one it was set for."""
+        while self.timers and self.timers[0][0] <= now:
+            _, cid, fd = heapq.heappop(self.timers)
+            due = self.conns.get(fd)
+            if due is not None and due.cid == cid:
+                self.timer(due, now)
 
     def begin_stop(self, now: float) -> None:
         self.stopping = True
@@ -659,8 +673,7 @@ class Flood:
                     self.event(key.fd, time.monotonic())
 
     def run(self) -> dict[str, Any]:
-        start = time.monotonic()
-        deadline = start + self.seconds
+        deadline = time.monotonic() + self.seconds
         stdin = sys.stdin.fileno()
         os.set_blocking(stdin, False)
         self.selector.register(stdin, selectors.EVENT_READ)
@@ -669,30 +682,44 @@ class Flood:
             now = time.monotonic()
             if now >= deadline:
                 break
-            while (
-                len(self.pending) + len(self.held) < self.target
-                and len(self.pending) < FLOOD_IN_FLIGHT
-                and self.counts["attempts"] < self.attempts_max
-            ):
-                self.open(now)
-            at_full_force = len(self.pending) >= FLOOD_IN_FLIGHT
-            if not ready_sent and (
-                at_full_force or len(self.pending) + len(self.held) >= self.target
-            ):
+            self.fill(now)
+            if not ready_sent and self.at_full_force():
                 ready_sent = True
                 emit({"event": "ready", "t": now, "open": len(self.held)})
-            stop = False
-            for key, _ in self.selector.select(TICK * 5):
-                if key.fd == stdin:
-                    try:
-                        stop = not os.read(stdin, 4096)
-                    except BlockingIOError:
-                        pass
-                elif key.fd in self.pending:
-                    self.event(key.fd, now)
-            if stop:
+            if self.serve_ready(stdin, now):
                 break
         self.settle(time.monotonic() + SETTLE)
+        return {"event": "done", "counts": self.final_counts(), "problems": self.problems}
+
+    def fill(self, now: float) -> None:
+        """Start attempts until the target, the in-flight limit or the attempt budget is met."""
+        while (
+            len(self.pending) + len(self.held) < self.target
+            and len(self.pending) < FLOOD_IN_FLIGHT
+            and self.counts["attempts"] < self.attempts_max
+        ):
+            self.open(now)
+
+    def at_full_force(self) -> bool:
+        """As many attempts in flight as allowed, or the target held or being tried."""
+        in_flight = len(self.pending)
+        return in_flight >= FLOOD_IN_FLIGHT or in_flight + len(self.held) >= self.target
+
+    def serve_ready(self, stdin: int, now: float) -> bool:
+        """Serve what is ready (waiting up to five ticks); True once stdin reached its end."""
+        stop = False
+        for key, _ in self.selector.select(TICK * 5):
+            if key.fd == stdin:
+                try:
+                    stop = not os.read(stdin, 4096)
+                except BlockingIOError:
+                    pass
+            elif key.fd in self.pending:
+                self.event(key.fd, now)
+        return stop
+
+    def final_counts(self) -> dict[str, int]:
+        """Every counter, with what is still in flight classed; every socket closed."""
         counts = dict(self.counts)
         counts["queued"] = sum(1 for _, up, _ in self.pending.values() if up)
         counts["connecting"] = sum(1 for _, up, _ in self.pending.values() if not up)
@@ -701,7 +728,7 @@ class Flood:
             self.drop(fd).close()
         for sock in self.held:
             sock.close()
-        return {"event": "done", "counts": counts, "problems": self.problems}
+        return counts
 
 
 def emit(message: dict[str, Any]) -> None:

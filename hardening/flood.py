@@ -163,58 +163,29 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
         )
         served.await_ready(60.0)
         say(args, f"flood: {args.served} served connections echoing; baseline")
-        start = time.monotonic()
-        pacer.wait(args.phase)
-        windows["baseline"] = (start, time.monotonic())
+        windows["baseline"] = measure(args, pacer)
 
-        procs = max(1, math.ceil(args.slowloris / PER_PROCESS))
-        trickle: list[ClientProcess] = []
-        for i in range(procs):
-            share = args.slowloris // procs + (i < args.slowloris % procs)
-            trickle.append(
-                group.start(mixed_job(server, share, 1, 1.0, (i + 1) << 24), f"slowloris-{i}")
-            )
-        ramp = time.monotonic()
-        for client in trickle:
-            client.await_ready(120.0)
-        report["slowloris_ramp_s"] = round(time.monotonic() - ramp, 2)
+        trickle, ramp_s = start_slowloris(args, server, group)
+        report["slowloris_ramp_s"] = ramp_s
         say(args, f"flood: {args.slowloris} slowloris connections up; measuring")
-        start = time.monotonic()
-        pacer.wait(args.phase)
-        windows["slowloris"] = (start, time.monotonic())
+        windows["slowloris"] = measure(args, pacer)
         for client in trickle:
             client.tell_stop()
         slow_results = [client.result(60.0) for client in trickle]
-        wait_until(lambda: (server_open(server) or 0) <= args.served, 30.0, pace=0.1)
+        wait_for_served_alone(args, server)
 
         room = args.max_conns * args.workers - args.served
-        flooder = group.start(
-            {
-                "type": "flood",
-                "host": server.host,
-                "port": server.port,
-                "seconds": args.phase + 60.0,
-                "conns": room + args.beyond,
-                "attempts": 2_000_000,
-                "seed": args.seed,
-                "sources": [f"127.0.30.{k}" for k in range(1, 17)],
-            },
-            "flood",
-        )
+        flooder = group.start(flood_job(args, server, room), "flood")
         say(args, f"flood: flooding ({room} places, {args.beyond} attempts beyond)")
         flooder.await_ready(60.0)
-        start = time.monotonic()
-        pacer.wait(args.phase)
-        windows["flood"] = (start, time.monotonic())
+        windows["flood"] = measure(args, pacer)
         max_open = max((int(e["counters"]["open"]) for e in server.statuses()), default=0)
         flooder.tell_stop()
         flood_result = flooder.result(60.0)
-        wait_until(lambda: (server_open(server) or 0) <= args.served, 30.0, pace=0.1)
+        wait_for_served_alone(args, server)
 
         say(args, "flood: served connections alone again")
-        start = time.monotonic()
-        pacer.wait(args.phase)
-        windows["after"] = (start, time.monotonic())
+        windows["after"] = measure(args, pacer)
         served.tell_stop()
         served_result = served.result(60.0)
         stopped = server.stop()
@@ -224,17 +195,7 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
         "mismatched_bytes": served_result["mismatched_bytes"],
         "problems": served_result["problems"],
     }
-    slow_totals: dict[str, int] = {}
-    for result in slow_results:
-        for name, value in result["totals"].items():
-            slow_totals[name] = slow_totals.get(name, 0) + int(value)
-    report["slowloris"] = {
-        "conns": args.slowloris,
-        "processes": procs,
-        **slow_totals,
-        "mismatched_bytes": sum(int(r["mismatched_bytes"]) for r in slow_results),
-        "problems": [p for r in slow_results for p in r["problems"]][:5],
-    }
+    report["slowloris"] = slowloris_report(args, slow_results, len(trickle))
     report["flood"] = {
         "room": room,
         **flood_result["counts"],
@@ -246,7 +207,78 @@ def flood(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def measure(args: argparse.Namespace, pacer: threading.Event) -> tuple[float, float]:
+    """One phase: ``--phase`` seconds of whatever runs now; its window in monotonic time."""
+    start = time.monotonic()
+    pacer.wait(args.phase)
+    return start, time.monotonic()
+
+
+def start_slowloris(
+    args: argparse.Namespace, server: ServerProcess, group: ClientGroup
+) -> tuple[list[ClientProcess], float]:
+    """Start the trickling connections over client processes; once all are up, return them
+    and the seconds that took."""
+    procs = max(1, math.ceil(args.slowloris / PER_PROCESS))
+    trickle: list[ClientProcess] = []
+    for i in range(procs):
+        share = args.slowloris // procs + (i < args.slowloris % procs)
+        trickle.append(
+            group.start(mixed_job(server, share, 1, 1.0, (i + 1) << 24), f"slowloris-{i}")
+        )
+    ramp = time.monotonic()
+    for client in trickle:
+        client.await_ready(120.0)
+    return trickle, round(time.monotonic() - ramp, 2)
+
+
+def wait_for_served_alone(args: argparse.Namespace, server: ServerProcess) -> None:
+    """Until the server holds no more than the served connections (bounded)."""
+    wait_until(lambda: (server_open(server) or 0) <= args.served, 30.0, pace=0.1)
+
+
+def flood_job(args: argparse.Namespace, server: ServerProcess, room: int) -> dict[str, Any]:
+    """The flood client's job: ``--beyond`` attempts more than the server has ``room`` for."""
+    return {
+        "type": "flood",
+        "host": server.host,
+        "port": server.port,
+        "seconds": args.phase + 60.0,
+        "conns": room + args.beyond,
+        "attempts": 2_000_000,
+        "seed": args.seed,
+        "sources": [f"127.0.30.{k}" for k in range(1, 17)],
+    }
+
+
+def slowloris_report(
+    args: argparse.Namespace, results: list[dict[str, Any]], procs: int
+) -> dict[str, Any]:
+    """The slowloris processes' counters, summed."""
+    totals: dict[str, int] = {}
+    for result in results:
+        for name, value in result["totals"].items():
+            totals[name] = totals.get(name, 0) + int(value)
+    return {
+        "conns": args.slowloris,
+        "processes": procs,
+        **totals,
+        "mismatched_bytes": sum(int(r["mismatched_bytes"]) for r in results),
+        "problems": [p for r in results for p in r["problems"]][:5],
+    }
+
+
 def judge(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    failures = [
+        *served_failures(report),
+        *slowloris_failures(report["slowloris"]),
+        *flood_failures(report["flood"], args),
+    ]
+    return {"ok": not failures, "failures": failures}
+
+
+def served_failures(report: dict[str, Any]) -> list[str]:
+    """The served connections: every byte right, none lost, a round trip in every phase."""
     failures: list[str] = []
     served = report["served"]
     for how in ("mismatched", "lost", "failed"):
@@ -257,10 +289,19 @@ def judge(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     for phase in PHASES:
         if not report["latency_us"][phase]["count"]:
             failures.append(f"no round trip of the served connections during {phase}")
-    slow = report["slowloris"]
+    return failures
+
+
+def slowloris_failures(slow: dict[str, Any]) -> list[str]:
+    """The trickling connections got their own bytes back."""
     if slow.get("mismatched", 0) or slow["mismatched_bytes"]:
-        failures.append(f"{slow.get('mismatched', 0)} slowloris connection(s) got other bytes")
-    f = report["flood"]
+        return [f"{slow.get('mismatched', 0)} slowloris connection(s) got other bytes"]
+    return []
+
+
+def flood_failures(f: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The flood went beyond the limit, and the server kept to it."""
+    failures: list[str] = []
     if f.get("mismatched", 0):
         failures.append(f"{f['mismatched']} flood connection(s) got other bytes")
     if f["served"] > f["room"]:
@@ -269,7 +310,7 @@ def judge(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         failures.append("the flood never went beyond --max-conns (nothing refused or queued)")
     if f["server_max_open"] > args.max_conns * args.workers:
         failures.append(f"the server held {f['server_max_open']} connections")
-    return {"ok": not failures, "failures": failures}
+    return failures
 
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -572,31 +572,13 @@ class WebSocketFuzz:
     def check(self, stream: Stream, output: bytes, closed: bool, app: str, zero: bool) -> None:
         answer = read_answer(output)
         if answer.status is not None and answer.status != 101:
-            if answer.status not in HTTP_ERRORS:
-                raise FuzzFinding(f"{stream.kind}: HTTP {answer.status}")
-            if not closed:
-                raise FuzzFinding(
-                    f"{stream.kind}: HTTP {answer.status} and the connection left open"
-                )
-            if stream.replies is not None:
-                raise FuzzFinding(f"{stream.kind}: a valid handshake refused: {output[:300]!r}")
+            self._check_refusal(stream, answer.status, output, closed)
             return
-        exact = stream.replies is not None  # the handshake is as made (not mutated)
-        if answer.status == 101 and exact and answer.accept != accept_of(stream.key):
-            raise FuzzFinding(f"{stream.kind}: Sec-WebSocket-Accept {answer.accept!r}")
-        events = [e for e in answer.events if e != ("ping", b"")] if zero else answer.events
-        closes = [e for e in events if e[0] == "close"]
-        if len(closes) > 1 or (closes and events[-1][0] != "close"):
-            raise FuzzFinding(f"{stream.kind}: frames after the server's close: {events!r:.500}")
+        events = self._well_formed_events(stream, answer, zero)
         if stream.replies is None:
             return  # mutated or garbage: well-formed is all that can be asked
         if app == "faulty" and ("text", "boom") in stream.replies:
-            if (
-                answer.status == 101
-                and (closes[-1:] != [("close", 1011)] or not closed)
-                and not zero
-            ):
-                raise FuzzFinding(f"{stream.kind}: boom, and then {events!r:.500}")
+            self._check_boom(stream, answer.status == 101, events, closed, zero)
             return  # the pongs of the read that raised are lost with it: no exact model
         expected = list(stream.replies)
         if stream.kind != "valid":
@@ -610,6 +592,39 @@ class WebSocketFuzz:
             raise FuzzFinding(f"{stream.kind}: got {events!r:.600}, expected {expected!r:.600}")
         if closed != stream.closes:
             raise FuzzFinding(f"{stream.kind}: closed {closed}, expected {stream.closes}")
+
+    @staticmethod
+    def _check_refusal(stream: Stream, status: int, output: bytes, closed: bool) -> None:
+        """An HTTP error answer: one of those allowed, then the close; never for a valid
+        handshake."""
+        if status not in HTTP_ERRORS:
+            raise FuzzFinding(f"{stream.kind}: HTTP {status}")
+        if not closed:
+            raise FuzzFinding(f"{stream.kind}: HTTP {status} and the connection left open")
+        if stream.replies is not None:
+            raise FuzzFinding(f"{stream.kind}: a valid handshake refused: {output[:300]!r}")
+
+    @staticmethod
+    def _well_formed_events(stream: Stream, answer: Answer, zero: bool) -> list[tuple[object, ...]]:
+        """The server's frames (without the timers' empty pings when ``zero``), checked for
+        what holds of any stream: the right accept key, nothing after the close."""
+        exact = stream.replies is not None  # the handshake is as made (not mutated)
+        if answer.status == 101 and exact and answer.accept != accept_of(stream.key):
+            raise FuzzFinding(f"{stream.kind}: Sec-WebSocket-Accept {answer.accept!r}")
+        events = [e for e in answer.events if e != ("ping", b"")] if zero else answer.events
+        closes = [e for e in events if e[0] == "close"]
+        if len(closes) > 1 or (closes and events[-1][0] != "close"):
+            raise FuzzFinding(f"{stream.kind}: frames after the server's close: {events!r:.500}")
+        return events
+
+    @staticmethod
+    def _check_boom(
+        stream: Stream, upgraded: bool, events: list[tuple[object, ...]], closed: bool, zero: bool
+    ) -> None:
+        """The application raised: the server closed with 1011 (unless the timers acted)."""
+        closes = [e for e in events if e[0] == "close"]
+        if upgraded and (closes[-1:] != [("close", 1011)] or not closed) and not zero:
+            raise FuzzFinding(f"{stream.kind}: boom, and then {events!r:.500}")
 
     @staticmethod
     def _check_prefix(

@@ -213,8 +213,28 @@ def settled_sample(pid: int) -> Sample | None:
 
 def judge(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Every check, and whether all passed."""
+    growth = rss_growth(report, args)
+    failures = [
+        *client_failures(report["clients"]),
+        *byte_chain_failures(report["clients"]["totals"], report["server"]["summary"]),
+        *leak_failures(report["fds"]),
+    ]
+    if growth > args.max_rss_growth * MIB:
+        failures.append(
+            f"RSS grew {growth / MIB:.1f} MiB after the warm-up (fitted), "
+            f"above {args.max_rss_growth:g} MiB"
+        )
+    return {
+        "ok": not failures,
+        "failures": failures,
+        "rss_growth_fitted_mib": round(growth / MIB, 2),
+        "max_rss_growth_mib": args.max_rss_growth,
+    }
+
+
+def client_failures(clients: dict[str, Any]) -> list[str]:
+    """Every byte right, no connection lost or failed, each kind's endings adding up."""
     failures: list[str] = []
-    clients = report["clients"]
     totals = clients["totals"]
     if totals.get("mismatched", 0) or clients["mismatched_bytes"]:
         failures.append(
@@ -230,34 +250,34 @@ def judge(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             failures.append(f"{kind}: {counts.get('started', 0)} started but {ended} ended")
         if counts.get("bytes_verified", 0) > counts.get("bytes_sent", 0):
             failures.append(f"{kind}: more bytes verified than sent")
-    summary = report["server"]["summary"]
-    if summary:
-        received, echoed = int(summary["bytes_in"]), int(summary["bytes_out"])
-        verified, sent = totals.get("bytes_verified", 0), totals.get("bytes_sent", 0)
-        if not verified <= echoed <= received <= sent:
-            failures.append(
-                f"byte counts do not chain: verified {verified} <= server out {echoed} "
-                f"<= server in {received} <= sent {sent}"
-            )
-    fds = report["fds"]
+    return failures
+
+
+def byte_chain_failures(totals: dict[str, int], summary: dict[str, int]) -> list[str]:
+    """Verified <= echoed by the server <= received by it <= sent (when it reported)."""
+    if not summary:
+        return []
+    received, echoed = int(summary["bytes_in"]), int(summary["bytes_out"])
+    verified, sent = totals.get("bytes_verified", 0), totals.get("bytes_sent", 0)
+    if verified <= echoed <= received <= sent:
+        return []
+    return [
+        f"byte counts do not chain: verified {verified} <= server out {echoed} "
+        f"<= server in {received} <= sent {sent}"
+    ]
+
+
+def leak_failures(fds: dict[str, Any]) -> list[str]:
+    """The idle server holds no more descriptors after the run than before it."""
     if fds["idle_before"] is not None and (fds["idle_after"] or 0) > fds["idle_before"]:
-        failures.append(
-            f"descriptors leaked: {fds['idle_before']} idle before, {fds['idle_after']} after"
-        )
-    rss = report["rss"]
+        return [f"descriptors leaked: {fds['idle_before']} idle before, {fds['idle_after']} after"]
+    return []
+
+
+def rss_growth(report: dict[str, Any], args: argparse.Namespace) -> float:
+    """Bytes the RSS grew after the warm-up, by the fitted slope (0 if it shrank)."""
     window = max(0.0, report["load_s"] - args.warmup) / 60
-    growth = max(rss["slope_per_min"] * window, 0.0)
-    if growth > args.max_rss_growth * MIB:
-        failures.append(
-            f"RSS grew {growth / MIB:.1f} MiB after the warm-up (fitted), "
-            f"above {args.max_rss_growth:g} MiB"
-        )
-    return {
-        "ok": not failures,
-        "failures": failures,
-        "rss_growth_fitted_mib": round(growth / MIB, 2),
-        "max_rss_growth_mib": args.max_rss_growth,
-    }
+    return max(report["rss"]["slope_per_min"] * window, 0.0)
 
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str]]:

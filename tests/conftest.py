@@ -1,15 +1,18 @@
 """Shared fixtures: real descriptors only, in the manner of trio's test suite.
 
-Only fixtures live here; the helpers the tests share are in :mod:`support`.
+Only fixtures (and the hook that runs ``solo`` tests alone) live here; the
+helpers the tests share are in :mod:`support`.
 """
 
 from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 
 import pytest
+from support.solo import run_lock
 
 import rawepoll
 
@@ -44,3 +47,17 @@ def as_fileobj(request: pytest.FixtureRequest) -> Callable[[socket.socket], obje
     if request.param == "int":
         return lambda sock: sock.fileno()
     return lambda sock: sock
+
+
+# Modules of whole-machine measurements that do not mark themselves ``solo`` yet.
+SOLO_MODULES = {"c1m/test_c1m.py"}  # kernel slab bytes per connection
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """A ``solo`` test runs (setup, call, teardown) while no other xdist worker runs one."""
+    module = item.path.resolve().relative_to(TESTS_DIR).as_posix()
+    solo = item.get_closest_marker("solo") is not None or module in SOLO_MODULES
+    with run_lock(exclusive=solo):
+        return (yield)

@@ -40,11 +40,15 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Final, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, TypedDict, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
 
 __all__ = [
     "Ready",
     "ServerError",
+    "ServerOptions",
     "ServerProcess",
     "Stopped",
     "serve_argv",
@@ -159,30 +163,54 @@ class _Output:
                 file.close()
 
 
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`ServerProcess`, every one optional.
+
+    ``env`` and ``cwd`` are the child's (default: ours); ``capture`` sends its
+    stdout and stderr to temporary files (default True; False: ours); ``cpu``
+    pins it to one CPU; ``start_bound`` bounds the wait for ``ready``
+    (default ``START_BOUND``) and ``stop_bound`` is :meth:`ServerProcess.stop`'s
+    default drain (default ``STOP_BOUND``); ``name`` names it in messages
+    (default: the first words of the command).
+    """
+
+    env: dict[str, str] | None
+    cwd: str | None
+    capture: bool
+    cpu: int | None
+    start_bound: float
+    stop_bound: float
+    name: str | None
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """:class:`ServerOptions` with their defaults (an unknown keyword is a TypeError)."""
+
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    capture: bool = True
+    cpu: int | None = None
+    start_bound: float = START_BOUND
+    stop_bound: float = STOP_BOUND
+    name: str | None = None
+
+
 class ServerProcess:
     """A running server child that speaks ``--status-fd``; see the module docstring.
 
     Construct it with any command, or use :meth:`serve` (``rawepoll serve ARGS``);
     both return once the ``ready`` event arrived.  A context manager: leaving
-    the block stops the server and releases its captured output.
+    the block stops the server and releases its captured output.  The keyword
+    arguments are :class:`ServerOptions`.
     """
 
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        capture: bool = True,
-        cpu: int | None = None,
-        start_bound: float = START_BOUND,
-        stop_bound: float = STOP_BOUND,
-        name: str | None = None,
-    ) -> None:
+    def __init__(self, argv: Sequence[str], **options: Unpack[ServerOptions]) -> None:
+        launch = _Launch(**options)
         self.argv = list(argv)
-        self.stop_bound = stop_bound  # stop()'s default, and the context manager's
-        self.name = name or " ".join(self.argv[1:4])
-        self.output = _Output(capture)
+        self.stop_bound = launch.stop_bound  # stop()'s default, and the context manager's
+        self.name = launch.name or " ".join(self.argv[1:4])
+        self.output = _Output(launch.capture)
         self.events: list[Event] = []  # every event read so far, in order
         self._buffer = b""
         self._waited: dict[str, int] = {}  # kind -> index after the last one waited for
@@ -196,8 +224,8 @@ class ServerProcess:
                 stderr=self.output.stderr,
                 pass_fds=(write_fd,),
                 start_new_session=True,  # its own process group: killpg reaches its workers
-                env=env,
-                cwd=cwd,
+                env=launch.env,
+                cwd=launch.cwd,
             )
         except BaseException:
             os.close(read_fd)
@@ -209,21 +237,21 @@ class ServerProcess:
         os.set_blocking(read_fd, False)
         self.pid = self.proc.pid
         try:
-            if cpu is not None:
-                os.sched_setaffinity(self.pid, {cpu})
-            event = self.wait_event("ready", start_bound)
+            if launch.cpu is not None:
+                os.sched_setaffinity(self.pid, {launch.cpu})
+            event = self.wait_event("ready", launch.start_bound)
             if event is None:
-                raise ServerError(self._why_not("ready", start_bound))
+                raise ServerError(self._why_not("ready", launch.start_bound))
             self.ready = Ready.from_event(event)
         except BaseException:
             self.close()  # the caller gets no object to close
             raise
 
     @classmethod
-    def serve(cls, *args: str, **kwargs: Any) -> ServerProcess:
+    def serve(cls, *args: str, **options: Unpack[ServerOptions]) -> ServerProcess:
         """``rawepoll serve ARGS``, started and ready."""
-        kwargs.setdefault("name", "rawepoll serve")
-        return cls(serve_argv(*args), **kwargs)
+        options.setdefault("name", "rawepoll serve")
+        return cls(serve_argv(*args), **options)
 
     # -- where it listens ------------------------------------------------
 

@@ -53,22 +53,33 @@ def read_back(sock: socket.socket, view: memoryview, sent: int, bound: float = 9
                 raise AssertionError(f"{received} of {len(view)} bytes back within {bound} s")
             for _, events in selector.select(1.0):
                 if events & selectors.EVENT_WRITE:
-                    try:
-                        sent += sock.send(view[sent : sent + MB])
-                    except BlockingIOError:
-                        pass
+                    sent = send_more(sock, view, sent)
                     if sent == len(view):
                         selector.modify(sock, selectors.EVENT_READ)
                 if events & selectors.EVENT_READ:
-                    try:
-                        data = sock.recv(MB)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        raise AssertionError(f"EOF after {received} of {len(view)} bytes")
-                    if data != view[received : received + len(data)]:
-                        raise AssertionError(f"wrong bytes at [{received}, +{len(data)})")
-                    received += len(data)
+                    received = receive_more(sock, view, received)
+
+
+def send_more(sock: socket.socket, view: memoryview, sent: int) -> int:
+    """Send what the kernel takes of the next MB of ``view[sent:]``; return the new offset."""
+    try:
+        sent += sock.send(view[sent : sent + MB])
+    except BlockingIOError:
+        pass
+    return sent
+
+
+def receive_more(sock: socket.socket, view: memoryview, received: int) -> int:
+    """Read what came, check it is ``view`` from ``received`` on; return the new offset."""
+    try:
+        data = sock.recv(MB)
+    except BlockingIOError:
+        return received
+    if not data:
+        raise AssertionError(f"EOF after {received} of {len(view)} bytes")
+    if data != view[received : received + len(data)]:
+        raise AssertionError(f"wrong bytes at [{received}, +{len(data)})")
+    return received + len(data)
 
 
 @pytest.mark.parametrize("mode", MODES)

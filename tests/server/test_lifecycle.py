@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from support.clients import EchoClients, echo_all, read_until_closed, roundtrip
+from support.clients import EchoClients, Traffic, echo_all, read_until_closed, roundtrip
 from support.proc import children, server_side_inode, socket_inodes, wait_until
 from support.servers import (
     LISTEN_RE,
@@ -153,7 +153,8 @@ def test_sigterm_with_traffic_in_flight(
     assert len(srv.ready.workers) == workers
     messages = [os.urandom(3 << 20) for _ in range(8)]
     cuts = [list(range(32768, len(m) + 1, 32768)) for m in messages]
-    with EchoClients(srv, messages, cuts=cuts, half_close=True, window=1 << 18) as clients:
+    traffic = Traffic(cuts=cuts, half_close=True, window=1 << 18)
+    with EchoClients(srv, messages, traffic) as clients:
         clients.run(until=lambda: all(p.received for p in clients.peers), bound=60)
         assert not all(p.sent == len(p.message) for p in clients.peers), "not in flight"
         srv.signal(signal.SIGTERM)

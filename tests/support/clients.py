@@ -146,31 +146,43 @@ class _Peer:
         return not self.half_close and len(self.received) >= len(self.message)
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """How :class:`EchoClients` send, every field optional.
+
+    ``cuts[i]`` lists where client ``i``'s chunks end (default: one chunk);
+    ``order`` lists client indices, one per chunk, in the order the chunks may
+    go (default: round robin).  ``half_close`` (for all, or per client):
+    shut down writing after the last chunk.  ``window``: at most that many
+    bytes sent but not yet echoed.  ``rcvbuf``/``sndbuf``: the sockets' buffers.
+    """
+
+    cuts: Sequence[Sequence[int]] | None = None
+    order: Sequence[int] | None = None
+    half_close: bool | Sequence[bool] = True
+    window: int | None = None
+    rcvbuf: int | None = None
+    sndbuf: int | None = None
+
+
 class EchoClients:
     """Non-blocking echo clients driven by one standard-library selector.
 
-    Client ``i`` sends ``messages[i]`` in chunks ending at ``cuts[i]``; ``order``
-    lists client indices and says which client may send its next chunk next (a
-    client's next chunk is released once its previous one is in the kernel).
-    All clients read all the time.  A client with ``half_close`` shuts down
-    writing after its last chunk and is done at EOF; the others are done once
-    their message is back.  With a ``window``, a client keeps at most that many
-    bytes sent but not yet echoed (pacing by bytes received, not by the clock).
-    ``verify`` compares every byte.
+    Client ``i`` sends ``messages[i]`` in chunks ending at ``traffic.cuts[i]``;
+    ``traffic.order`` lists client indices and says which client may send its
+    next chunk next (a client's next chunk is released once its previous one is
+    in the kernel).  All clients read all the time.  A client with
+    ``half_close`` shuts down writing after its last chunk and is done at EOF;
+    the others are done once their message is back.  With a ``window``, a
+    client keeps at most that many bytes sent but not yet echoed (pacing by
+    bytes received, not by the clock).  ``verify`` compares every byte.
     """
 
     def __init__(
-        self,
-        server: Connects,
-        messages: Sequence[bytes],
-        *,
-        cuts: Sequence[Sequence[int]] | None = None,
-        order: Sequence[int] | None = None,
-        half_close: bool | Sequence[bool] = True,
-        window: int | None = None,
-        rcvbuf: int | None = None,
-        sndbuf: int | None = None,
+        self, server: Connects, messages: Sequence[bytes], traffic: Traffic | None = None
     ) -> None:
+        traffic = traffic or Traffic()
+        cuts, half_close = traffic.cuts, traffic.half_close
         self.selector = selectors.DefaultSelector()
         self.peers: list[_Peer] = []
         flags = [half_close] * len(messages) if isinstance(half_close, bool) else half_close
@@ -178,14 +190,15 @@ class EchoClients:
             for i, message in enumerate(messages):
                 peer_cuts = list(cuts[i]) if cuts is not None else [len(message)]
                 assert peer_cuts == sorted(peer_cuts) and peer_cuts[-1] == len(message)
-                sock = server.connect(rcvbuf=rcvbuf, sndbuf=sndbuf)
+                sock = server.connect(rcvbuf=traffic.rcvbuf, sndbuf=traffic.sndbuf)
                 sock.setblocking(False)
-                peer = _Peer(sock, message, peer_cuts, flags[i], window)
+                peer = _Peer(sock, message, peer_cuts, flags[i], traffic.window)
                 self.peers.append(peer)
                 self._set_mask(peer, selectors.EVENT_READ)
         except BaseException:
             self.close()
             raise
+        order = traffic.order
         if order is None:
             longest = max((len(p.cuts) for p in self.peers), default=0)
             order = [i for k in range(longest) for i, p in enumerate(self.peers) if k < len(p.cuts)]
@@ -344,9 +357,10 @@ class EchoClients:
 
 
 def echo_all(
-    server: Connects, messages: Sequence[bytes], bound: float = 60.0, **kwargs: Any
+    server: Connects, messages: Sequence[bytes], bound: float = 60.0, **traffic: Any
 ) -> None:
-    """Echo ``messages`` through ``server`` concurrently and verify every byte."""
-    with EchoClients(server, messages, **kwargs) as clients:
+    """Echo ``messages`` through ``server`` concurrently and verify every byte (``traffic``:
+    the fields of :class:`Traffic`)."""
+    with EchoClients(server, messages, Traffic(**traffic)) as clients:
         clients.run(bound=bound)
         clients.verify()

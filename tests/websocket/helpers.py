@@ -447,10 +447,11 @@ def upgrade_request(
     *,
     extra: Sequence[tuple[str, str]] = (),
     drop: Sequence[str] = (),
-    method: str = "GET",
-    version: str = "HTTP/1.1",
 ) -> bytes:
-    """A version-13 upgrade request; ``extra`` headers added, those named in ``drop`` left out."""
+    """A version-13 upgrade request; ``extra`` headers added, those named in ``drop`` left out.
+
+    (Another method or HTTP version: :func:`with_request_line`.)
+    """
     headers = [
         ("Host", f"{HOST}:8080"),
         ("Upgrade", "websocket"),
@@ -459,10 +460,17 @@ def upgrade_request(
         ("Sec-WebSocket-Version", "13"),
     ]
     lowered = {name.lower() for name in drop} | {name.lower() for name, _ in extra}
-    lines = [f"{method} {path} {version}"]
+    lines = [f"GET {path} HTTP/1.1"]
     lines += [f"{name}: {value}" for name, value in headers if name.lower() not in lowered]
     lines += [f"{name}: {value}" for name, value in extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def with_request_line(request: bytes, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
+    """``request`` (as :func:`upgrade_request` made it) with another method or HTTP version."""
+    line, sep, rest = request.partition(b"\r\n")
+    _, target, _ = line.split(b" ")
+    return b" ".join([method.encode(), target, version.encode()]) + sep + rest
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -147,113 +148,148 @@ class Fault:
     wsproto: int | None  # wsproto's ParseFailed code as a server (None: it has no opinion)
 
 
-@st.composite
-def faults(draw: st.DrawFn, max_message: int) -> Fault:
-    """One violation of RFC 6455 by a client (``max_message``: the server's limit)."""
-    kind = draw(
-        st.sampled_from(
-            [
-                "unmasked",
-                "rsv",
-                "reserved opcode",
-                "long control",
-                "fragmented control",
-                "orphan continuation",
-                "message inside a message",
-                "bad utf-8",
-                "bad utf-8 across fragments",
-                "bad utf-8 in close reason",
-                "bad close code",
-                "one-byte close",
-                "64-bit length top bit",
-                "too big",
-                "too big in fragments",
-            ]
-        )
+# Each fault's bytes, drawn (``limit``: the server's message limit, which only the size
+# faults need).
+
+_SMALL = st.binary(max_size=40)
+
+
+def _unmasked(draw: st.DrawFn, limit: int) -> bytes:
+    first = draw(st.sampled_from([0x81, 0x82, 0x89, 0x8A, 0x01, 0x02]))
+    payload = b"ascii" if first & 0x0F == TEXT else draw(_SMALL)
+    return raw_frame(first, payload, mask=False)
+
+
+def _rsv(draw: st.DrawFn, limit: int) -> bytes:
+    opcode = draw(st.sampled_from([TEXT, BINARY, PING, PONG]))
+    rsv = draw(st.integers(1, 7)) << 4
+    return raw_frame(0x80 | rsv | opcode, b"x")
+
+
+def _reserved_opcode(draw: st.DrawFn, limit: int) -> bytes:
+    opcode = draw(st.sampled_from([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]))
+    fin = draw(st.sampled_from([0, 0x80]))
+    return raw_frame(fin | opcode, draw(_SMALL))
+
+
+def _long_control(draw: st.DrawFn, limit: int) -> bytes:
+    opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
+    size = draw(st.integers(126, 300))
+    payload = struct.pack(">H", 1000) + b"r" * (size - 2) if opcode == CLOSE else b"p" * size
+    return raw_frame(0x80 | opcode, payload)
+
+
+def _fragmented_control(draw: st.DrawFn, limit: int) -> bytes:
+    opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
+    payload = struct.pack(">H", 1000) if opcode == CLOSE else draw(_SMALL)
+    return raw_frame(opcode, payload)
+
+
+def _orphan_continuation(draw: st.DrawFn, limit: int) -> bytes:
+    fin = draw(st.sampled_from([0, 0x80]))
+    return raw_frame(fin | CONTINUATION, draw(_SMALL))
+
+
+def _message_inside_a_message(draw: st.DrawFn, limit: int) -> bytes:
+    start = draw(st.sampled_from([TEXT, BINARY]))
+    data = raw_frame(start, b"start")
+    data += b"".join(raw_frame(CONTINUATION, b"more") for _ in range(draw(st.integers(0, 2))))
+    second = draw(st.sampled_from([TEXT, BINARY])) | draw(st.sampled_from([0, 0x80]))
+    return data + raw_frame(second, b"new")
+
+
+def _bad_utf8(draw: st.DrawFn, limit: int) -> bytes:
+    good = text_of(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 60)))
+    bad = draw(st.sampled_from(BAD_UTF8))
+    at = draw(st.integers(0, len(good)))
+    good_before = good[:at].decode(errors="ignore").encode()
+    return raw_frame(0x80 | TEXT, good_before + bad + good)
+
+
+def _bad_utf8_across_fragments(draw: st.DrawFn, limit: int) -> bytes:
+    good = text_of(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 60)))
+    truncated = draw(st.booleans())
+    if truncated:  # valid until the message ends inside a character
+        payload = good + draw(st.sampled_from(TRUNCATED_UTF8))
+    else:
+        payload = good + draw(st.sampled_from(BAD_UTF8)) + good
+    points = scaled(draw(_FRAGMENT_CUTS.filter(bool)), len(payload))
+    pieces = [payload[a:b] for a, b in zip([0, *points], [*points, len(payload)], strict=True)]
+    data = b""
+    for i, piece in enumerate(pieces):
+        fin = 0x80 if i == len(pieces) - 1 else 0
+        data += raw_frame(fin | (TEXT if i == 0 else CONTINUATION), piece)
+    return data
+
+
+def _bad_utf8_in_close_reason(draw: st.DrawFn, limit: int) -> bytes:
+    code = draw(st.sampled_from(VALID_CODES))
+    bad = draw(st.sampled_from(BAD_UTF8 + TRUNCATED_UTF8))
+    return raw_frame(0x80 | CLOSE, struct.pack(">H", code) + b"ok" + bad)
+
+
+def _bad_close_code(draw: st.DrawFn, limit: int) -> bytes:
+    code = draw(
+        st.one_of(st.sampled_from(BAD_CODES), st.integers(1016, 2999), st.integers(5000, 65535))
     )
-    small = st.binary(max_size=40)
-    if kind == "unmasked":
-        first = draw(st.sampled_from([0x81, 0x82, 0x89, 0x8A, 0x01, 0x02]))
-        payload = b"ascii" if first & 0x0F == TEXT else draw(small)
-        return Fault(kind, raw_frame(first, payload, mask=False), 1002, 1002)
-    if kind == "rsv":
-        opcode = draw(st.sampled_from([TEXT, BINARY, PING, PONG]))
-        rsv = draw(st.integers(1, 7)) << 4
-        return Fault(kind, raw_frame(0x80 | rsv | opcode, b"x"), 1002, 1002)
-    if kind == "reserved opcode":
-        opcode = draw(st.sampled_from([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]))
-        fin = draw(st.sampled_from([0, 0x80]))
-        return Fault(kind, raw_frame(fin | opcode, draw(small)), 1002, 1002)
-    if kind == "long control":
-        opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
-        size = draw(st.integers(126, 300))
-        payload = struct.pack(">H", 1000) + b"r" * (size - 2) if opcode == CLOSE else b"p" * size
-        return Fault(kind, raw_frame(0x80 | opcode, payload), 1002, 1002)
-    if kind == "fragmented control":
-        opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
-        payload = struct.pack(">H", 1000) if opcode == CLOSE else draw(small)
-        return Fault(kind, raw_frame(opcode, payload), 1002, 1002)
-    if kind == "orphan continuation":
-        fin = draw(st.sampled_from([0, 0x80]))
-        return Fault(kind, raw_frame(fin | CONTINUATION, draw(small)), 1002, 1002)
-    if kind == "message inside a message":
-        start = draw(st.sampled_from([TEXT, BINARY]))
-        data = raw_frame(start, b"start")
-        data += b"".join(raw_frame(CONTINUATION, b"more") for _ in range(draw(st.integers(0, 2))))
-        second = draw(st.sampled_from([TEXT, BINARY])) | draw(st.sampled_from([0, 0x80]))
-        return Fault(kind, data + raw_frame(second, b"new"), 1002, 1002)
-    if kind == "bad utf-8":
-        good = text_of(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 60)))
-        bad = draw(st.sampled_from(BAD_UTF8))
-        at = draw(st.integers(0, len(good)))
-        good_before = good[:at].decode(errors="ignore").encode()
-        return Fault(kind, raw_frame(0x80 | TEXT, good_before + bad + good), 1007, 1007)
-    if kind == "bad utf-8 across fragments":
-        good = text_of(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 60)))
-        truncated = draw(st.booleans())
-        if truncated:  # valid until the message ends inside a character
-            payload = good + draw(st.sampled_from(TRUNCATED_UTF8))
-        else:
-            payload = good + draw(st.sampled_from(BAD_UTF8)) + good
-        points = scaled(draw(_FRAGMENT_CUTS.filter(bool)), len(payload))
-        pieces = [payload[a:b] for a, b in zip([0, *points], [*points, len(payload)], strict=True)]
-        data = b""
-        for i, piece in enumerate(pieces):
-            fin = 0x80 if i == len(pieces) - 1 else 0
-            data += raw_frame(fin | (TEXT if i == 0 else CONTINUATION), piece)
-        return Fault(kind, data, 1007, 1007)
-    if kind == "bad utf-8 in close reason":
-        code = draw(st.sampled_from(VALID_CODES))
-        bad = draw(st.sampled_from(BAD_UTF8 + TRUNCATED_UTF8))
-        return Fault(
-            kind, raw_frame(0x80 | CLOSE, struct.pack(">H", code) + b"ok" + bad), 1007, 1007
-        )
-    if kind == "bad close code":
-        code = draw(
-            st.one_of(st.sampled_from(BAD_CODES), st.integers(1016, 2999), st.integers(5000, 65535))
-        )
-        return Fault(kind, raw_frame(0x80 | CLOSE, struct.pack(">H", code)), 1002, 1002)
-    if kind == "one-byte close":
-        return Fault(
-            kind, raw_frame(0x80 | CLOSE, draw(st.binary(min_size=1, max_size=1))), 1002, 1002
-        )
-    if kind == "64-bit length top bit":
-        length = (1 << 63) | draw(st.integers(0, 2**32))
-        return Fault(kind, raw_frame(0x80 | BINARY, b"", length=length, form=64), 1002, 1002)
-    if kind == "too big":
-        opcode = draw(st.sampled_from([TEXT, BINARY]))
-        size = draw(st.one_of(st.just(max_message + 1), st.integers(max_message + 1, 2**40)))
-        sent = b"a" * min(size, draw(st.integers(0, 2 * max_message)))  # the header says it all
-        return Fault(kind, raw_frame(0x80 | opcode, sent, length=size), 1009, None)
-    # "too big in fragments": each fragment within the limit, the message above it
+    return raw_frame(0x80 | CLOSE, struct.pack(">H", code))
+
+
+def _one_byte_close(draw: st.DrawFn, limit: int) -> bytes:
+    return raw_frame(0x80 | CLOSE, draw(st.binary(min_size=1, max_size=1)))
+
+
+def _length_top_bit(draw: st.DrawFn, limit: int) -> bytes:
+    length = (1 << 63) | draw(st.integers(0, 2**32))
+    return raw_frame(0x80 | BINARY, b"", length=length, form=64)
+
+
+def _too_big(draw: st.DrawFn, limit: int) -> bytes:
+    opcode = draw(st.sampled_from([TEXT, BINARY]))
+    size = draw(st.one_of(st.just(limit + 1), st.integers(limit + 1, 2**40)))
+    sent = b"a" * min(size, draw(st.integers(0, 2 * limit)))  # the header says it all
+    return raw_frame(0x80 | opcode, sent, length=size)
+
+
+def _too_big_in_fragments(draw: st.DrawFn, limit: int) -> bytes:
+    """Each fragment within the limit, the message above it."""
     opcode = draw(st.sampled_from([TEXT, BINARY]))
     count = draw(st.integers(2, 4))
-    each = max_message // count + 1
+    each = limit // count + 1
     data = b""
     for i in range(count):
         fin = 0x80 if i == count - 1 else 0
         data += raw_frame(fin | (opcode if i == 0 else CONTINUATION), b"a" * each)
-    return Fault(kind, data, 1009, None)
+    return data
+
+
+# kind: (its bytes, the close code the server must send, wsproto's code as a server)
+_FAULTS: dict[str, tuple[Callable[[st.DrawFn, int], bytes], int, int | None]] = {
+    "unmasked": (_unmasked, 1002, 1002),
+    "rsv": (_rsv, 1002, 1002),
+    "reserved opcode": (_reserved_opcode, 1002, 1002),
+    "long control": (_long_control, 1002, 1002),
+    "fragmented control": (_fragmented_control, 1002, 1002),
+    "orphan continuation": (_orphan_continuation, 1002, 1002),
+    "message inside a message": (_message_inside_a_message, 1002, 1002),
+    "bad utf-8": (_bad_utf8, 1007, 1007),
+    "bad utf-8 across fragments": (_bad_utf8_across_fragments, 1007, 1007),
+    "bad utf-8 in close reason": (_bad_utf8_in_close_reason, 1007, 1007),
+    "bad close code": (_bad_close_code, 1002, 1002),
+    "one-byte close": (_one_byte_close, 1002, 1002),
+    "64-bit length top bit": (_length_top_bit, 1002, 1002),
+    "too big": (_too_big, 1009, None),
+    "too big in fragments": (_too_big_in_fragments, 1009, None),
+}
+_FAULT_KINDS = st.sampled_from(list(_FAULTS))
+
+
+@st.composite
+def faults(draw: st.DrawFn, max_message: int) -> Fault:
+    """One violation of RFC 6455 by a client (``max_message``: the server's limit)."""
+    kind = draw(_FAULT_KINDS)
+    build, code, wsproto = _FAULTS[kind]
+    return Fault(kind, build(draw, max_message), code, wsproto)
 
 
 @st.composite

@@ -21,7 +21,8 @@ from __future__ import annotations
 import base64
 import socket
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import h11
 import pytest
@@ -50,6 +51,7 @@ from .helpers import (
     read_to_end,
     serve,
     upgrade_request,
+    with_request_line,
     ws_connect,
 )
 from .strategies import chunkings
@@ -217,13 +219,13 @@ def test_no_upgrade_or_another_version_gets_426(plain: ServerProcess, request_by
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
 def test_a_method_other_than_get_gets_400(plain: ServerProcess, method: str) -> None:
-    refused(plain, upgrade_request(method=method), 400)
+    refused(plain, with_request_line(upgrade_request(), method=method), 400)
 
 
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        upgrade_request(version="HTTP/1.0"),
+        with_request_line(upgrade_request(), version="HTTP/1.0"),
         upgrade_request(drop=["Host"]),
         upgrade_request(extra=[("Host", "a.example"), ("Host", "b.example")]),
         b"hello\r\n\r\n",
@@ -375,55 +377,49 @@ def test_a_request_h11_reads_is_upgraded_in_any_chunking(
         assert client.events == [("text", "first"), ("binary", b"second")][:count]
 
 
-MUTATIONS = (
-    "space before colon",
-    "no colon",
-    "space in name",
-    "separator in name",
-    "empty name",
-    "NUL in value",
-    "CR in value",
-    "bad version",
-    "space in target",
-    "control in target",
-    "leading space",
-    "two hosts",
-    "no host",
-)
+class Head(NamedTuple):
+    """A request's head, cut up for mutating."""
+
+    method: bytes
+    target: bytes
+    version: bytes
+    lines: tuple[bytes, ...]  # the header lines
+
+
+def _adding(line: bytes) -> Callable[[Head], Head]:
+    return lambda head: head._replace(lines=(*head.lines, line))
+
+
+def _without_host(head: Head) -> Head:
+    lines = tuple(line for line in head.lines if not line.lower().startswith(b"host:"))
+    return head._replace(lines=lines)
+
+
+MUTANTS: dict[str, Callable[[Head], Head]] = {
+    "space before colon": _adding(b"X-Mutant : v"),
+    "no colon": _adding(b"X-Mutant v"),
+    "space in name": _adding(b"X Mutant: v"),
+    "separator in name": _adding(b"X(Mutant): v"),
+    "empty name": _adding(b": v"),
+    "NUL in value": _adding(b"X-Mutant: a\x00b"),
+    "CR in value": _adding(b"X-Mutant: a\rb"),
+    "bad version": lambda head: head._replace(version=b"HTTP/1.x"),
+    "space in target": lambda head: head._replace(target=head.target + b" x"),
+    "control in target": lambda head: head._replace(target=head.target + b"\x01"),
+    "leading space": lambda head: head._replace(lines=(b" " + head.lines[0], *head.lines[1:])),
+    "two hosts": _adding(b"Host: second.example"),
+    "no host": _without_host,
+}
+MUTATIONS = tuple(MUTANTS)
 
 
 def mutate(request: bytes, how: str) -> bytes:
     head, _, _ = request.partition(b"\r\n\r\n")
     first, *lines = head.split(b"\r\n")
     method, target, version = first.split(b" ")
-    extra = b"X-Mutant"
-    if how == "space before colon":
-        lines.append(extra + b" : v")
-    elif how == "no colon":
-        lines.append(extra + b" v")
-    elif how == "space in name":
-        lines.append(b"X Mutant: v")
-    elif how == "separator in name":
-        lines.append(b"X(Mutant): v")
-    elif how == "empty name":
-        lines.append(b": v")
-    elif how == "NUL in value":
-        lines.append(extra + b": a\x00b")
-    elif how == "CR in value":
-        lines.append(extra + b": a\rb")
-    elif how == "bad version":
-        version = b"HTTP/1.x"
-    elif how == "space in target":
-        target += b" x"
-    elif how == "control in target":
-        target += b"\x01"
-    elif how == "leading space":
-        lines[0] = b" " + lines[0]
-    elif how == "two hosts":
-        lines.append(b"Host: second.example")
-    elif how == "no host":
-        lines = [line for line in lines if not line.lower().startswith(b"host:")]
-    return b"\r\n".join([b" ".join([method, target, version]), *lines]) + b"\r\n\r\n"
+    mutant = MUTANTS[how](Head(method, target, version, tuple(lines)))
+    request_line = b" ".join([mutant.method, mutant.target, mutant.version])
+    return b"\r\n".join([request_line, *mutant.lines]) + b"\r\n\r\n"
 
 
 @EXAMPLES
