@@ -80,6 +80,7 @@ _epoll_create1 = _ffi.epoll_create1
 _epoll_ctl = _ffi.epoll_ctl  # keeps the GIL: never sleeps
 _epoll_wait = _ffi.epoll_wait  # releases the GIL: may sleep
 _epoll_poll = _ffi.epoll_wait_nosleep  # timeout 0 only
+_epoll_probe = _ffi.epoll_wait_probe  # timeout 0, no errno: a failure is redone by _wait
 _errno_error = _ffi.errno_error
 _monotonic_ns = time.monotonic_ns
 
@@ -350,9 +351,10 @@ class Epoll:
             ValueError: the object is closed.
         """
         # The busy server's call, first and checked by the kernel: a closed
-        # object (-1) fails with EBADF and takes the general path below.
+        # object (-1) fails with EBADF and takes the general path below, which
+        # calls again, capturing errno this time.
         if timeout == 0 and type(timeout) is int and type(events) is EventArray:
-            n: int = _epoll_poll(self._epfd, events, events.maxevents, 0)
+            n: int = _epoll_probe(self._epfd, events, events.maxevents, 0)
             if n >= 0:
                 return n
         return self._wait(events, timeout)

@@ -13,6 +13,7 @@ inferred from timings.
 from __future__ import annotations
 
 import copy
+import ctypes
 import errno
 import fcntl
 import math
@@ -1099,6 +1100,30 @@ def test_wait_on_closed(events: Any) -> None:
     ep.close()
     with pytest.raises(ValueError):
         ep.wait(events, 0)
+
+
+@pytest.mark.parametrize("stale_errno", [0, errno.ENOENT, errno.EINTR])
+def test_zero_timeout_wait_failure_carries_its_own_errno(stale_errno: int) -> None:
+    """``wait(events, 0)`` whose fd is no longer an epoll instance: the kernel's errno.
+
+    The zero-timeout fast path does not capture errno; a failure there is
+    redone by a call that does, so an errno left over from an earlier call
+    (EINTR would even be retried) never stands in for the real one.
+    """
+    ep = rawepoll.Epoll()
+    a, b = socket.socketpair()
+    with a, b, ep:
+        os.dup2(a.fileno(), ep.fileno())  # the fd now names a socket: EINVAL
+        ctypes.set_errno(stale_errno)
+        with pytest.raises(OSError) as raised:
+            ep.wait(EventArray(4), 0)
+        assert raised.value.errno == errno.EINVAL
+        os.close(ep.fileno())  # now nothing at all: EBADF
+        ctypes.set_errno(stale_errno)
+        with pytest.raises(OSError) as raised:
+            ep.wait(EventArray(4), 0)
+        assert raised.value.errno == errno.EBADF
+        os.dup2(a.fileno(), ep.fileno())  # for close() to close
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ PEER_DONE: Final = 32  # ET: EPOLLRDHUP seen, read to EOF (a short read proves n
 
 _ERR_HUP: Final = EPOLLERR | EPOLLHUP
 _NEVER: Final = float("inf")
-_epoll_poll = _ffi.epoll_wait_nosleep  # timeout 0 only: never sleeps
+_epoll_poll = _ffi.epoll_wait_probe  # timeout 0 only: never sleeps; no errno (redone on -1)
 _PEER_GONE: Final = EPOLLRDHUP | EPOLLERR | EPOLLHUP
 _FATAL_ACCEPT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # accept(2): Linux reports errors of the pending connection itself; take the next one.
