@@ -1,7 +1,7 @@
 # rawepoll -- everything starts from a fresh virtual environment in .venv.
 #   make demo   set up, then the main job: the binding next to select.epoll, rawepoll serve
 #               under rawepoll bench (every byte verified), rawepoll compare --quick
-#   make test   set up, then ruff, mypy (strict) and the whole test suite (two pytest-xdist
+#   make test   set up, then ruff, mypy (strict) and the whole test suite (three pytest-xdist
 #               workers, see addopts in pyproject.toml; PYTEST_ARGS='-n 0' runs it in one process)
 #   make bench  rawepoll compare: wait scaling and binding cost against select/poll/epoll,
 #               then the echo servers' CPU per message, memory per idle connection and accept
