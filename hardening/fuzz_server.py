@@ -538,11 +538,28 @@ class ServerFuzz:
             for plan in plans:
                 clients.append(self.connect(plan))
             self.drive(clients)
-        except OSError as exc:
-            raise ContractError(f"client socket: {exc!r}") from exc
+        except (OSError, ContractError) as exc:
+            # A reset or a stall the clients saw may be a handler's fault, which
+            # the worker counts before it closes the connection: report the cause.
+            for server in self.servers:
+                server.check_alive()
+            if isinstance(exc, OSError):
+                raise ContractError(f"client socket: {exc!r}") from exc
+            raise
         finally:
             for client in clients:
                 client.sock.close()
+        # The servers first, for the same reason: whichever side noticed first
+        # during the drive, a fault behind a client's short answer is named.
+        for server in self.servers:
+            server.check_alive()
+        self.judge(clients)
+        for server in self.servers:
+            server.settle()
+            self.probe(server)
+
+    def judge(self, clients: list[Client]) -> None:
+        """Count what the clients sent and got; the first wrong outcome is a finding."""
         for client in clients:
             self.connections[client.plan.ending] += 1
             self.bytes_sent += client.sent
@@ -551,10 +568,6 @@ class ServerFuzz:
                 raise ContractError(f"client ({client.plan.describe()}): {problem}")
             if client.verifies:
                 self.bytes_verified += len(client.received)
-        for server in self.servers:
-            server.check_alive()
-            server.settle()
-            self.probe(server)
 
     def drive(self, clients: list[Client]) -> None:
         selector = selectors.DefaultSelector()
