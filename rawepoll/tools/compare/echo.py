@@ -135,6 +135,45 @@ class Series:
         return Spread.of([getattr(run, figure) for run in self.runs])
 
 
+def ratio_to(series: Sequence[Series], reference: str | None, s: Series) -> Spread | None:
+    """``s``'s CPU per message over ``reference``'s at the same size, round by round."""
+    ref = next((r for r in series if r.server == reference and r.size == s.size), None)
+    if ref is None or not s.runs or len(ref.runs) != len(s.runs):
+        return None
+    return Spread.of(ratios([r.cpu_us for r in s.runs], [r.cpu_us for r in ref.runs]))
+
+
+def cpu_header(reference: str, latencies: Sequence[str]) -> list[str]:
+    """The columns of :func:`cpu_row` (``latencies``: the keys of the latency columns)."""
+    return [
+        "server",
+        "CPU µs/msg",
+        "min-max",
+        f"x {reference}",
+        "spread",
+        "msg/s",
+        *(f"{key.removesuffix('_us')} µs" for key in latencies),
+        "user",
+        "load µs/msg",
+    ]
+
+
+def cpu_row(s: Series, ratio: Spread | None, latencies: Sequence[str]) -> list[str]:
+    """One server's line of a CPU-per-message table (a section's, at one size)."""
+    cpu = s.spread("cpu_us")
+    return [
+        s.server,
+        f"{cpu.median:.2f}",
+        report.fmt_spread(cpu),
+        "-" if ratio is None else report.fmt_ratio(ratio.median),
+        "-" if ratio is None else report.fmt_spread(ratio),
+        f"{s.spread('msgs_per_s').median:,.0f}",
+        *(f"{s.spread(key).median:,.0f}" for key in latencies),
+        f"{s.spread('user_share').median:.0%}",
+        f"{s.spread('loadgen_us').median:.2f}",
+    ]
+
+
 @contextlib.contextmanager
 def running(
     contenders: Sequence[Contender], plan: Plan, failures: dict[str, str]
@@ -192,52 +231,23 @@ class Result:
         return next((name for name in REFERENCES if name in complete), None)
 
     def _ratio(self, s: Series) -> Spread | None:
-        ref = next(
-            (r for r in self.series if r.server == self.reference and r.size == s.size), None
-        )
-        if ref is None or len(ref.runs) != len(s.runs):
-            return None
-        return Spread.of(ratios([r.cpu_us for r in s.runs], [r.cpu_us for r in ref.runs]))
+        return ratio_to(self.series, self.reference, s)
 
     def tables(self) -> list[Table]:
         reference = self.reference or "reference"
+        latencies = ("p50_us", "p99_us")
         tables = []
         for size in self.plan.sizes:
-            rows = []
-            for s in self.series:
-                if s.size != size or not s.runs:
-                    continue
-                cpu, ratio = s.spread("cpu_us"), self._ratio(s)
-                rows.append(
-                    [
-                        s.server,
-                        f"{cpu.median:.2f}",
-                        report.fmt_spread(cpu),
-                        "-" if ratio is None else report.fmt_ratio(ratio.median),
-                        "-" if ratio is None else report.fmt_spread(ratio),
-                        f"{s.spread('msgs_per_s').median:,.0f}",
-                        f"{s.spread('p50_us').median:,.0f}",
-                        f"{s.spread('p99_us').median:,.0f}",
-                        f"{s.spread('user_share').median:.0%}",
-                        f"{s.spread('loadgen_us').median:.2f}",
-                    ]
-                )
+            rows = [
+                cpu_row(s, self._ratio(s), latencies)
+                for s in self.series
+                if s.size == size and s.runs
+            ]
             tables.append(
                 Table(
                     f"3. echo servers, {size:,} B messages, {self.plan.conns} connections: "
                     f"server CPU per message, median of {report.rounds(self.plan.rounds)}",
-                    [
-                        "server",
-                        "CPU µs/msg",
-                        "min-max",
-                        f"x {reference}",
-                        "spread",
-                        "msg/s",
-                        "p50 µs",
-                        "p99 µs",
-                        "user",
-                        "load µs/msg",
-                    ],
+                    cpu_header(reference, latencies),
                     rows,
                 )
             )

@@ -54,11 +54,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from rawepoll.tools.compare import machine, report
-from rawepoll.tools.compare.echo import Run, Series
+from rawepoll.tools.compare.echo import Run, Series, cpu_header, cpu_row, ratio_to
 from rawepoll.tools.compare.memory import PER_SOURCE, sources_for
 from rawepoll.tools.compare.report import Table
 from rawepoll.tools.compare.servers import START_S, STOP_S, EchoError
-from rawepoll.tools.compare.stats import Spread, ratios, round_order
+from rawepoll.tools.compare.stats import Spread, round_order
 from rawepoll.tools.compare.wsservers import Contender, build_go
 from rawepoll.tools.loadgen import run_load
 from rawepoll.tools.loadgen.spec import LoadSpec
@@ -377,12 +377,7 @@ class Result:
         return next((name for name in REFERENCES if name in complete), None)
 
     def ratio(self, s: Series) -> Spread | None:
-        ref = next(
-            (r for r in self.series if r.server == self.reference and r.size == s.size), None
-        )
-        if ref is None or not s.runs or len(ref.runs) != len(s.runs):
-            return None
-        return Spread.of(ratios([r.cpu_us for r in s.runs], [r.cpu_us for r in ref.runs]))
+        return ratio_to(self.series, self.reference, s)
 
     def memory_goal(self) -> float | None:
         """Bytes per idle connection rawepoll may keep: the best peer's / MEMORY_FACTOR."""
@@ -435,38 +430,14 @@ class Result:
         return lines
 
     def _cpu_table(self, size: int) -> Table:
-        rows = []
-        for s in self.series:
-            if s.size != size or not s.runs:
-                continue
-            cpu, ratio = s.spread("cpu_us"), self.ratio(s)
-            rows.append(
-                [
-                    s.server,
-                    f"{cpu.median:.2f}",
-                    report.fmt_spread(cpu),
-                    "-" if ratio is None else report.fmt_ratio(ratio.median),
-                    "-" if ratio is None else report.fmt_spread(ratio),
-                    f"{s.spread('msgs_per_s').median:,.0f}",
-                    f"{s.spread('p99_us').median:,.0f}",
-                    f"{s.spread('user_share').median:.0%}",
-                    f"{s.spread('loadgen_us').median:.2f}",
-                ]
-            )
+        latencies = ("p99_us",)
+        rows = [
+            cpu_row(s, self.ratio(s), latencies) for s in self.series if s.size == size and s.runs
+        ]
         return Table(
             f"6. WebSocket echo servers, {size:,} B messages, {self.plan.conns} connections: "
             f"server CPU per message, median of {report.rounds(self.plan.rounds)}",
-            [
-                "server",
-                "CPU µs/msg",
-                "min-max",
-                f"x {self.reference or 'picows'}",
-                "spread",
-                "msg/s",
-                "p99 µs",
-                "user",
-                "load µs/msg",
-            ],
+            cpu_header(self.reference or "picows", latencies),
             rows,
         )
 
