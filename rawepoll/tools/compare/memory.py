@@ -199,17 +199,20 @@ def reset_all(socks: list[socket.socket]) -> None:
 
 
 @dataclass
-class Sample:
+class Held:
+    """One server holding ``conns`` idle connections: its memory before and after.
+
+    What every memory measurement shares (this section's, the subscribed one's,
+    the WebSocket section's); ``fds_held`` is the server's descriptors after
+    minus before, at least ``conns``.
+    """
+
     conns: int
     rss_before: int
     pss_before: int
     rss_after: int
     pss_after: int
-    slab_delta: int  # system-wide, bytes
-    fds_held: int  # the server's descriptors after minus before: at least conns
-    open_s: float  # the burst: first connect to last verified echo
-    accept_cpu_ns: int  # the server's CPU over the burst
-    client_cpu_ns: int  # the client's (this process's) CPU over the burst
+    fds_held: int
 
     @property
     def rss_per_conn(self) -> float:
@@ -218,6 +221,16 @@ class Sample:
     @property
     def pss_per_conn(self) -> float:
         return (self.pss_after - self.pss_before) / self.conns
+
+
+@dataclass
+class Sample(Held):
+    """:class:`Held` idle echo connections, and the burst that opened them."""
+
+    slab_delta: int  # system-wide, bytes
+    open_s: float  # the burst: first connect to last verified echo
+    accept_cpu_ns: int  # the server's CPU over the burst
+    client_cpu_ns: int  # the client's (this process's) CPU over the burst
 
     @property
     def slab_per_conn(self) -> float:
@@ -260,16 +273,16 @@ def measure_one(contender: Contender, plan: Plan) -> Sample:
         finally:  # the clients reset their connections before the server stops
             reset_all(socks)
     return Sample(
-        plan.conns,
-        rss_before,
-        pss_before,
-        rss_after,
-        pss_after,
-        slab_delta,
-        held,
-        open_s,
-        accept_cpu_ns,
-        client_cpu_ns,
+        conns=plan.conns,
+        rss_before=rss_before,
+        pss_before=pss_before,
+        rss_after=rss_after,
+        pss_after=pss_after,
+        fds_held=held,
+        slab_delta=slab_delta,
+        open_s=open_s,
+        accept_cpu_ns=accept_cpu_ns,
+        client_cpu_ns=client_cpu_ns,
     )
 
 
@@ -295,26 +308,6 @@ SUBSCRIBED = (
         "rawepoll, WebSocket subscriber (/topic/NAME)", ("--protocol", "websocket"), "websocket"
     ),
 )
-
-
-@dataclass
-class Held:
-    """One server holding ``conns`` idle subscribed connections."""
-
-    conns: int
-    rss_before: int
-    pss_before: int
-    rss_after: int
-    pss_after: int
-    fds_held: int
-
-    @property
-    def rss_per_conn(self) -> float:
-        return (self.rss_after - self.rss_before) / self.conns
-
-    @property
-    def pss_per_conn(self) -> float:
-        return (self.pss_after - self.pss_before) / self.conns
 
 
 def _subscribers(server: ServerProcess, control: str, conns: int, kind: Subscribed) -> Holding:

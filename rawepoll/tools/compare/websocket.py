@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from rawepoll.tools.compare import machine, report
+from rawepoll.tools.compare import machine, memory, report
 from rawepoll.tools.compare.echo import Run, Series, cpu_header, cpu_row, ratio_to
 from rawepoll.tools.compare.memory import PER_SOURCE, sources_for
 from rawepoll.tools.compare.report import Table
@@ -231,25 +231,11 @@ def cpu_rounds(servers: list[ServerProcess], plan: Plan, failures: dict[str, str
 
 
 @dataclass
-class Held:
-    """One fresh server holding ``conns`` idle upgraded connections."""
+class Held(memory.Held):
+    """One fresh server holding ``conns`` idle upgraded connections, and their opening."""
 
-    conns: int
-    rss_before: int
-    pss_before: int
-    rss_after: int
-    pss_after: int
-    fds_held: int  # the server's descriptors after minus before: at least conns
     open_s: float  # opening every connection: connect, handshake, one echo
     open_cpu_ns: int  # the server's CPU over the opening
-
-    @property
-    def rss_per_conn(self) -> float:
-        return (self.rss_after - self.rss_before) / self.conns
-
-    @property
-    def pss_per_conn(self) -> float:
-        return (self.pss_after - self.pss_before) / self.conns
 
     @property
     def upgrades_per_s(self) -> float:
