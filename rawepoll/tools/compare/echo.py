@@ -36,16 +36,17 @@ server), which messages per second cannot.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from rawepoll.tools.compare import machine, report
 from rawepoll.tools.compare.report import Table
 from rawepoll.tools.compare.servers import Contender, EchoError, Server, ServerError
 from rawepoll.tools.compare.stats import Spread, ratios, round_order
 from rawepoll.tools.loadgen import run_load
+from rawepoll.tools.serverproc import ServerProcess
 
 __all__ = ["REFERENCES", "Plan", "Result", "measure"]
 
@@ -196,21 +197,52 @@ def running(
         yield servers
 
 
-def run_rounds(servers: list[Server], plan: Plan, failures: dict[str, str]) -> list[Series]:
+class Rounds(Protocol):
+    """What :func:`measure_rounds` reads of a section's plan."""
+
+    @property
+    def rounds(self) -> int: ...
+
+    @property
+    def sizes(self) -> tuple[int, ...]: ...
+
+
+S = TypeVar("S", bound=ServerProcess)
+P = TypeVar("P", bound=Rounds)
+
+
+# What a run may fail with: the server's fault (it died, answered wrongly, or
+# could not be reached), never a bug of ours, which propagates.
+MEASURE_ERRORS: tuple[type[Exception], ...] = (ServerError, OSError, ValueError)
+
+
+def measure_rounds(
+    section: str,
+    servers: Sequence[S],
+    plan: P,
+    measure: Callable[[S, int, P], Run],
+    *,
+    failures: dict[str, str],
+) -> list[Series]:
+    """Every server at every size, ``plan.rounds`` times, in alternating order.
+
+    A server whose run fails (:data:`MEASURE_ERRORS`) is named in ``failures``
+    and left out of the rounds after; its runs so far stay in its series.
+    """
     series = {(s.name, size): Series(s.name, size) for size in plan.sizes for s in servers}
     for round_index in range(plan.rounds):
         for size in plan.sizes:
-            for server in round_order(servers, round_index):
+            for server in round_order(list(servers), round_index):
                 if server.name in failures:
                     continue
                 report.progress(
-                    f"echo: round {round_index + 1}/{plan.rounds}, {size} B, {server.name} ..."
+                    f"{section}: round {round_index + 1}/{plan.rounds}, {size} B, {server.name} ..."
                 )
                 try:
-                    series[server.name, size].runs.append(measure_run(server, size, plan))
-                except (ServerError, OSError) as exc:
+                    series[server.name, size].runs.append(measure(server, size, plan))
+                except MEASURE_ERRORS as exc:
                     failures[server.name] = f"{size} B, round {round_index + 1}: {exc}"
-                    report.progress(f"echo: FAILED {server.name}: {exc}")
+                    report.progress(f"{section}: FAILED {server.name}: {exc}")
     return list(series.values())
 
 
@@ -314,5 +346,5 @@ def measure(contenders: list[Contender], plan: Plan, skipped: dict[str, str]) ->
     """Every contender at every size, alternating in rounds."""
     failures: dict[str, str] = {}
     with running(contenders, plan, failures) as servers:
-        series = run_rounds(servers, plan, failures)
+        series = measure_rounds("echo", servers, plan, measure_run, failures=failures)
     return Result(plan, series, skipped, failures)

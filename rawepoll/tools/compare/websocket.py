@@ -54,7 +54,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from rawepoll.tools.compare import machine, memory, report
-from rawepoll.tools.compare.echo import Run, Series, cpu_header, cpu_row, ratio_to
+from rawepoll.tools.compare.echo import (
+    Run,
+    Series,
+    cpu_header,
+    cpu_row,
+    measure_rounds,
+    ratio_to,
+)
 from rawepoll.tools.compare.memory import PER_SOURCE, sources_for
 from rawepoll.tools.compare.report import Table
 from rawepoll.tools.compare.servers import START_S, STOP_S, EchoError
@@ -207,24 +214,6 @@ def running(
             except _FAILURES as exc:
                 failures[contender.name] = f"did not start or echo: {exc}"
         yield servers
-
-
-def cpu_rounds(servers: list[ServerProcess], plan: Plan, failures: dict[str, str]) -> list[Series]:
-    series = {(s.name, size): Series(s.name, size) for size in plan.sizes for s in servers}
-    for round_index in range(plan.rounds):
-        for size in plan.sizes:
-            for server in round_order(servers, round_index):
-                if server.name in failures:
-                    continue
-                report.progress(
-                    f"websocket: round {round_index + 1}/{plan.rounds}, {size} B, {server.name} ..."
-                )
-                try:
-                    series[server.name, size].runs.append(measure_run(server, size, plan))
-                except _FAILURES as exc:
-                    failures[server.name] = f"{size} B, round {round_index + 1}: {exc}"
-                    report.progress(f"websocket: FAILED {server.name}: {exc}")
-    return list(series.values())
 
 
 # -- memory per idle connection ---------------------------------------------------
@@ -542,7 +531,7 @@ def measure(contenders: list[Contender], plan: Plan, skipped: dict[str, str]) ->
     with tempfile.TemporaryDirectory(prefix="rawepoll-ws-") as tmp:
         go_binary, contenders = _build(contenders, Path(tmp), skipped)
         with running(contenders, plan, go_binary, failures) as servers:
-            series = cpu_rounds(servers, plan, failures)
+            series = measure_rounds("websocket", servers, plan, measure_run, failures=failures)
         held = memory_rounds(contenders, plan, go_binary, failures)
     return Result(plan, series, held, skipped, failures, notes)
 
