@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from support.loadgen import BenchRun, EchoServer, bench, start_server, stop_server
+from support.loadgen import BenchRun, EchoServer, ThreadedServer, bench, start_server, stop_server
 
 from rawepoll.server.websocket import frames
 from rawepoll.server.websocket.handshake import accept_key
@@ -53,7 +53,7 @@ def echo(conn: int, index: int, payload: bytes) -> list[bytes]:
     return [frames.encode(frames.BINARY, payload)]
 
 
-class BrokenWebSocketEcho:
+class BrokenWebSocketEcho(ThreadedServer):
     """A threaded WebSocket echo server on 127.0.0.1 that spoils what ``spoil`` says.
 
     Built on rawepoll's sans-IO frame functions (``read_frame`` of client
@@ -65,56 +65,21 @@ class BrokenWebSocketEcho:
         self.spoil = spoil
         self.answer = answer or _accept
         self.seen = Seen()
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.threads: list[threading.Thread] = []
-        self.accepter = threading.Thread(target=self._accept, name="ws-broken-accept")
-        self.accepter.start()
-
-    def _accept(self) -> None:
-        index = 0
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn, index))
-            self.threads.append(thread)
-            thread.start()
-            index += 1
-
-    def _recv(self, conn: socket.socket) -> bytes | None:
-        """Bytes, or None once the client has gone (or we stop)."""
-        while not self.stopping.is_set():
-            try:
-                data = conn.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return None
-            return data or None
-        return None
+        super().__init__("ws-broken", backlog=256)
 
     def _serve(self, conn: socket.socket, index: int) -> None:
-        with conn:
-            conn.settimeout(0.05)
-            request = b""
-            while b"\r\n\r\n" not in request:
-                data = self._recv(conn)
-                if data is None:
-                    return
-                request += data
-            head, _, rest = request.partition(b"\r\n\r\n")
-            key = _header(head, b"sec-websocket-key")
-            with self.lock:
-                self.seen.handshake_keys.append(key)
-            conn.sendall(self.answer(key))
-            self._frames(conn, index, rest)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            data = self._recv(conn)
+            if data is None:
+                return
+            request += data
+        head, _, rest = request.partition(b"\r\n\r\n")
+        key = _header(head, b"sec-websocket-key")
+        with self.lock:
+            self.seen.handshake_keys.append(key)
+        conn.sendall(self.answer(key))
+        self._frames(conn, index, rest)
 
     def _frames(self, conn: socket.socket, index: int, data: bytes) -> None:
         count = 0
@@ -138,14 +103,6 @@ class BrokenWebSocketEcho:
             if more is None:
                 return
             data += more
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.accepter.join(BOUND_S)
-        for thread in self.threads:
-            thread.join(BOUND_S)
-        self.listener.close()
-        assert not any(t.is_alive() for t in [self.accepter, *self.threads])
 
 
 def _header(head: bytes, name: bytes) -> str:

@@ -104,26 +104,23 @@ def bench(*args: str, bound: float = BENCH_BOUND) -> BenchRun:
 # ---------------------------------------------------------------- broken servers
 
 
-class BrokenServer:
-    """A threaded echo server on 127.0.0.1 that spoils messages on purpose.
+class ThreadedServer:
+    """A test server on 127.0.0.1: one thread accepts, one thread serves each connection.
 
-    It reads whole messages of ``size`` bytes and hands each to ``mangle``,
-    which says what to send back and whether to close the connection then.
-    One thread accepts, one thread serves each connection; all of them stop,
-    and every socket is closed, in :meth:`close`.
+    Subclasses write :meth:`_serve`; :meth:`close` stops every thread and
+    closes every socket (each serving thread polls ``stopping`` between reads
+    of 50 ms at most, see :meth:`_recv`).
     """
 
-    def __init__(self, mangle: Mangle, size: int = SIZE) -> None:
-        self.mangle = mangle
-        self.size = size
-        self.last: dict[int, bytes] = {}  # connection index -> the last message it sent
+    def __init__(self, name: str, backlog: int = 512) -> None:
+        self.name = name
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=backlog)
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
         self.threads: list[threading.Thread] = []
-        self.accepter = threading.Thread(target=self._accept, name="broken-accept")
+        self.accepter = threading.Thread(target=self._accept, name=f"{name}-accept")
         self.accepter.start()
 
     def _accept(self) -> None:
@@ -136,40 +133,31 @@ class BrokenServer:
             except OSError:
                 return
             thread = threading.Thread(
-                target=self._serve, args=(conn, index), name=f"broken-{index}"
+                target=self._serve_closing, args=(conn, index), name=f"{self.name}-{index}"
             )
             self.threads.append(thread)
             thread.start()
             index += 1
 
-    def _serve(self, conn: socket.socket, index: int) -> None:
+    def _serve_closing(self, conn: socket.socket, index: int) -> None:
         with conn:
             conn.settimeout(0.05)
-            buffer = bytearray()
-            count = 0
-            while not self.stopping.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                buffer += data
-                while len(buffer) >= self.size:
-                    message = bytes(buffer[: self.size])
-                    del buffer[: self.size]
-                    out, close = self.mangle(self, index, count, message)
-                    with self.lock:
-                        self.last[index] = message
-                    count += 1
-                    try:
-                        conn.sendall(out)
-                    except OSError:
-                        return
-                    if close:
-                        return
+            self._serve(conn, index)
+
+    def _serve(self, conn: socket.socket, index: int) -> None:
+        raise NotImplementedError
+
+    def _recv(self, conn: socket.socket) -> bytes | None:
+        """Bytes, or None once the client has gone (or we stop)."""
+        while not self.stopping.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            return data or None
+        return None
 
     def close(self) -> None:
         self.stopping.set()
@@ -180,8 +168,37 @@ class BrokenServer:
         assert not any(t.is_alive() for t in [self.accepter, *self.threads])
 
 
-Mangle = Callable[[BrokenServer, int, int, bytes], tuple[bytes, bool]]
-"""``(server, connection index, message index, message) -> (bytes to send, close after)``."""
+class BrokenServer(ThreadedServer):
+    """A threaded echo server on 127.0.0.1 that spoils messages on purpose.
+
+    It reads whole messages of ``size`` bytes and hands each to ``mangle``,
+    which says what to send back and whether to close the connection then.
+    """
+
+    def __init__(self, mangle: Mangle, size: int = SIZE) -> None:
+        self.mangle = mangle
+        self.size = size
+        self.last: dict[int, bytes] = {}  # connection index -> the last message it sent
+        super().__init__("broken")
+
+    def _serve(self, conn: socket.socket, index: int) -> None:
+        buffer = bytearray()
+        count = 0
+        while (data := self._recv(conn)) is not None:
+            buffer += data
+            while len(buffer) >= self.size:
+                message = bytes(buffer[: self.size])
+                del buffer[: self.size]
+                out, close = self.mangle(self, index, count, message)
+                with self.lock:
+                    self.last[index] = message
+                count += 1
+                try:
+                    conn.sendall(out)
+                except OSError:
+                    return
+                if close:
+                    return
 
 
 Mangle = Callable[[BrokenServer, int, int, bytes], tuple[bytes, bool]]
