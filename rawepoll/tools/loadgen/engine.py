@@ -377,20 +377,7 @@ class Engine:
             stamps.append(now)
         else:
             stamps.extend(repeat(now, count))
-        pending = self.unsent[fd]
-        if pending is not None:  # earlier bytes wait: keep the order
-            pending += data
-            return True
-        try:
-            written = os.write(fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError as error:
-            self._fail(fd, f"write: {error.strerror}")
-            return False
-        if written < len(data):
-            self._backlog(fd, data, written)
-        return True
+        return self._put(fd, data)
 
     def _put(self, fd: int, data: bytes) -> bool:
         """Write ``data`` after whatever waits (not a message: nothing is expected back);
